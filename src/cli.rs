@@ -1,0 +1,284 @@
+//! The command line: `kommunchat [serve]`, `hours`, `check-config`, `user …`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::auth::{self, Role};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, LogFormat};
+use crate::protocol::hours::day_line;
+use crate::storage::Storage;
+
+#[derive(Debug, Parser)]
+#[command(name = "kommunchat", version, about = "Real-time support chat for public contact centres")]
+pub struct Cli {
+    /// Configuration file (default: ./kommunchat.toml if it exists, else built-in defaults).
+    #[arg(long, global = true, env = "KOMMUNCHAT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve {
+        /// Listen here instead of the configured address (port 0: any free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Print the opening hours of each date from FROM to TO (inclusive) as JSON lines.
+    Hours {
+        #[arg(value_parser = parse_date, value_name = "FROM")]
+        from: NaiveDate,
+        #[arg(value_parser = parse_date, value_name = "TO")]
+        to: Option<NaiveDate>,
+    },
+    /// Check the configuration and exit.
+    CheckConfig,
+    /// Manage advisor and admin accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add an account. The password is read from standard input.
+    Add {
+        username: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The name citizens see (default: the username).
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List accounts.
+    List,
+    /// Remove an account and end its sessions.
+    Remove { username: String },
+    /// Set a new password (read from standard input) and end the account's sessions.
+    Passwd { username: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Advisor,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Advisor => Role::Advisor,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("expected a date YYYY-MM-DD, got {s:?}"))
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kommunchat: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+        Command::Serve { listen } => serve(config, listen),
+        Command::Hours { from, to } => hours(&config, from, to.unwrap_or(from)),
+        Command::CheckConfig => {
+            println!("configuration OK ({})", config.source);
+            ExitCode::SUCCESS
+        }
+        Command::User { action } => user(config, action),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("KOMMUNCHAT_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn serve(config: Config, listen: Option<SocketAddr>) -> ExitCode {
+    init_logging(&config);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kommunchat: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        let addr = listen.unwrap_or(config.listen);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| crate::server::StartError::Listen { addr, source })?;
+        crate::server::run(config, listener, Arc::new(SystemClock), shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kommunchat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn hours(config: &Config, from: NaiveDate, to: NaiveDate) -> ExitCode {
+    if to < from {
+        eprintln!("kommunchat: TO ({to}) is before FROM ({from})");
+        return ExitCode::from(2);
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for date in from.iter_days().take_while(|d| *d <= to) {
+        if let Err(e) = writeln!(out, "{}", day_line(&config.hours, date)) {
+            // A closed pipe (`| head`) is a normal end.
+            return if e.kind() == std::io::ErrorKind::BrokenPipe { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn user(config: Config, action: UserAction) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kommunchat: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(user_action(config, action)) {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kommunchat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn user_action(config: Config, action: UserAction) -> Result<String, String> {
+    let storage = Storage::open(&config.database_url, &config.storage)
+        .await
+        .map_err(|e| format!("storage ({}): {e}", crate::server::redact(&config.database_url)))?;
+    let result = match action {
+        UserAction::Add { username, role, display_name } => {
+            auth::check_username(&username)?;
+            let display_name = display_name.unwrap_or_else(|| username.clone());
+            if display_name.trim().is_empty() || display_name.chars().count() > 80 {
+                return Err("the display name must be 1 to 80 characters".into());
+            }
+            let password = read_password()?;
+            let hash = auth::hash_password(&password)?;
+            let role = Role::from(role);
+            match storage.create_user(&username, display_name.trim(), role.as_str(), &hash, SystemClock.now()).await {
+                Ok(_) => Ok(format!("added {username} ({})", role.as_str())),
+                Err(e) if e.is_unique_violation() => Err(format!("a user named {username} already exists")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        UserAction::List => {
+            let users = storage.list_users().await.map_err(|e| e.to_string())?;
+            let mut lines = vec![format!("{:<24} {:<8} {:<28} created", "username", "role", "display name")];
+            for u in users {
+                lines.push(format!(
+                    "{:<24} {:<8} {:<28} {}",
+                    u.username,
+                    u.role,
+                    u.display_name,
+                    u.created_at.format("%Y-%m-%d")
+                ));
+            }
+            Ok(lines.join("\n"))
+        }
+        UserAction::Remove { username } => match storage.remove_user(&username).await {
+            Ok(true) => Ok(format!("removed {username}; their sessions have ended")),
+            Ok(false) => Err(format!("no user named {username}")),
+            Err(e) => Err(e.to_string()),
+        },
+        UserAction::Passwd { username } => {
+            if storage.user_by_name(&username).await.map_err(|e| e.to_string())?.is_none() {
+                return Err(format!("no user named {username}"));
+            }
+            let password = read_password()?;
+            let hash = auth::hash_password(&password)?;
+            match storage.set_password(&username, &hash).await {
+                Ok(true) => Ok(format!("password changed for {username}; their sessions have ended")),
+                Ok(false) => Err(format!("no user named {username}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    storage.close().await;
+    result
+}
+
+/// Reads a password: hidden prompt (asked twice) on a terminal, else one line of stdin.
+fn read_password() -> Result<String, String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the passwords differ".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("reading the password: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    auth::check_password_strength(&password)?;
+    Ok(password)
+}

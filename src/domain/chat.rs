@@ -1,0 +1,1757 @@
+//! The chat core: queue, routing, conversations and their delivery state.
+//!
+//! A plain synchronous state machine. [`ChatCore::handle`] takes one [`Input`]
+//! and the instant it happens, and appends [`Effect`]s: frames to send to a
+//! connection, writes to store, connections to close. It does no I/O and reads
+//! no clock, so the hub adapter that owns it is the *one owner of routing
+//! state*: no two tasks can ever hand the same citizen to two advisors.
+//!
+//! Delivery: a chat message gets its `seq` here, goes to storage as an
+//! [`StoreOp::Message`], and only when storage reports it durable
+//! ([`Input::Committed`]) is it acknowledged to its sender and delivered to
+//! the other side. Storage applies writes in order, so a conversation's
+//! messages become durable, and are delivered, in `seq` order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
+use uuid::Uuid;
+
+use super::admission::{self, Admission, AdmissionPolicy, RefusalReason};
+use super::hours::{OpenStatus, OpeningHours, local_date};
+use super::queue::{QueueKey, WaitQueue};
+use crate::protocol::hours::reason_now;
+use crate::protocol::ws::{
+    AdvisorEvent, AdvisorProfileView, AdvisorRequest, AdvisorStatus, ChatState, ChatView, CitizenEvent, CitizenRequest,
+    EndReason, ErrorCode, Limits, MessageView, NoticeView, OpeningView, PROTOCOL_VERSION, QueueSummary, RemovedReason,
+    ResumedState, Sender,
+};
+
+/// A WebSocket connection, numbered by the transport.
+pub type ConnId = u64;
+/// A user account's id in storage.
+pub type UserId = i64;
+pub type ConversationId = Uuid;
+
+/// The settings the core needs, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    pub hours: OpeningHours,
+    pub admission: AdmissionPolicy,
+    pub max_chats_per_advisor: u32,
+    pub advisor_grace: TimeDelta,
+    pub citizen_grace: TimeDelta,
+    pub inactivity_warning: TimeDelta,
+    pub inactivity_end: TimeDelta,
+    pub max_message_bytes: usize,
+    pub queue_update_interval: TimeDelta,
+    pub assumed_handle: TimeDelta,
+    pub categories: Vec<String>,
+    pub notice: NoticeView,
+}
+
+/// Who an advisor connection belongs to (checked by the transport at connect).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvisorProfile {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: Arc<str>,
+    pub role: String,
+}
+
+/// Something that happened, for the core to act on.
+#[derive(Debug)]
+pub enum Input {
+    CitizenConnected {
+        conn: ConnId,
+    },
+    Citizen {
+        conn: ConnId,
+        request: CitizenRequest,
+    },
+    CitizenGone {
+        conn: ConnId,
+    },
+    AdvisorConnected {
+        conn: ConnId,
+        advisor: AdvisorProfile,
+    },
+    Advisor {
+        conn: ConnId,
+        request: AdvisorRequest,
+    },
+    AdvisorGone {
+        conn: ConnId,
+    },
+    /// The account's sessions ended (logout, password change, removal): close its sockets.
+    UserRevoked {
+        user: UserId,
+    },
+    /// Storage made these writes durable, in order.
+    Committed(Vec<Committed>),
+    /// Periodic: grace periods, inactivity, queue positions.
+    Tick,
+    /// Stop admitting; tell everyone.
+    Shutdown,
+}
+
+/// What the core wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    ToCitizen(ConnId, CitizenEvent),
+    ToAdvisor(ConnId, AdvisorEvent),
+    Close(ConnId, CloseReason),
+    Store(StoreOp),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The same conversation or advisor connected again elsewhere.
+    Replaced,
+    /// The account's session was revoked.
+    Revoked,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// How a conversation ended, for statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Reached an advisor: an errand.
+    Served,
+    /// Left the queue (or vanished from it) before reaching an advisor.
+    Abandoned,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Served => "served",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// A write for storage. Applied in order; see [`Committed`] for the answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    /// A citizen joined the queue (also records a `joined` queue event).
+    Created {
+        conversation: ConversationId,
+        at: DateTime<Utc>,
+        citizen_name: Option<Arc<str>>,
+        topic: Option<Arc<str>>,
+        language: Option<Arc<str>>,
+    },
+    /// A `start` was refused (a `refused` queue event).
+    Refused { at: DateTime<Utc>, reason: RefusalReason },
+    /// An advisor took the chat (also a transfer, or a retake from the queue).
+    Assigned {
+        conversation: ConversationId,
+        at: DateTime<Utc>,
+        advisor: UserId,
+        advisor_name: Arc<str>,
+        errand_year: i32,
+        /// The chat's first advisor: an errand number is allocated.
+        first: bool,
+    },
+    /// Back to the front of the queue.
+    Requeued { conversation: ConversationId, at: DateTime<Utc>, advisor: UserId },
+    Message {
+        conversation: ConversationId,
+        seq: u64,
+        sender: Sender,
+        advisor: Option<UserId>,
+        sender_name: Option<Arc<str>>,
+        client_msg_id: Option<Arc<str>>,
+        text: Arc<str>,
+        at: DateTime<Utc>,
+    },
+    /// The conversation is over (for the citizen); classification may come later.
+    Ended {
+        conversation: ConversationId,
+        at: DateTime<Utc>,
+        reason: EndReason,
+        outcome: Outcome,
+        category: Option<String>,
+        summary: Option<String>,
+    },
+    /// The advisor's category and summary after the citizen had gone.
+    Classified { conversation: ConversationId, category: Option<String>, summary: Option<String> },
+}
+
+/// Storage's answer for one [`StoreOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    Done,
+    Message {
+        conversation: ConversationId,
+        seq: u64,
+    },
+    Assigned {
+        conversation: ConversationId,
+        errand_number: String,
+    },
+    Ended {
+        conversation: ConversationId,
+    },
+    Classified {
+        conversation: ConversationId,
+    },
+    /// A message write failed for good: it is not acknowledged.
+    MessageFailed {
+        conversation: ConversationId,
+        seq: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued(QueueKey),
+    Chatting(UserId),
+    /// The citizen has gone; the advisor still has to close it.
+    WrapUp(UserId),
+    /// Waiting for storage to confirm the end; then removed.
+    Closing,
+}
+
+#[derive(Debug, Clone)]
+enum ClientMessage {
+    Pending { text: Arc<str> },
+    Stored { text: Arc<str>, seq: u64, at: DateTime<Utc> },
+}
+
+#[derive(Debug)]
+struct PendingMessage {
+    view: MessageView,
+    /// The advisor who wrote it, for the ack.
+    advisor: Option<UserId>,
+}
+
+#[derive(Debug)]
+struct Conversation {
+    id: ConversationId,
+    token: String,
+    citizen_conn: Option<ConnId>,
+    citizen_gone_at: Option<DateTime<Utc>>,
+    citizen_name: Option<Arc<str>>,
+    topic: Option<Arc<str>>,
+    language: Option<Arc<str>>,
+    queued_at: DateTime<Utc>,
+    phase: Phase,
+    assigned_at: Option<DateTime<Utc>>,
+    ever_assigned: bool,
+    errand_number: Option<String>,
+    /// The advisor who sent it back to the queue is not given it again first.
+    returned_by: Option<UserId>,
+    next_seq: u64,
+    history: Vec<MessageView>,
+    pending: Vec<(u64, PendingMessage)>,
+    client_ids: HashMap<(Sender, Arc<str>), ClientMessage>,
+    last_activity: DateTime<Utc>,
+    warned_at: Option<DateTime<Utc>>,
+    wrap_up_since: Option<DateTime<Utc>>,
+    /// The end told to the citizen once storage confirms it.
+    end_reason: Option<EndReason>,
+    last_position: usize,
+    last_sent: Option<(usize, Option<u64>, DateTime<Utc>)>,
+}
+
+impl Conversation {
+    fn chat_view(&self, now_connected: bool) -> ChatView {
+        ChatView {
+            conversation_id: self.id.to_string(),
+            citizen_name: self.citizen_name.clone(),
+            topic: self.topic.clone(),
+            language: self.language.clone(),
+            queued_at: self.queued_at,
+            assigned_at: self.assigned_at.unwrap_or(self.queued_at),
+            errand_number: self.errand_number.clone(),
+            citizen_connected: now_connected,
+            state: if matches!(self.phase, Phase::WrapUp(_)) { ChatState::WrapUp } else { ChatState::Chatting },
+            messages: self.history.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Advisor {
+    profile: AdvisorProfile,
+    status: AdvisorStatus,
+    /// Restored when the advisor comes back within the grace period.
+    status_before_disconnect: Option<AdvisorStatus>,
+    conn: Option<ConnId>,
+    gone_at: Option<DateTime<Utc>>,
+    /// Chats in `Chatting` or `WrapUp` with this advisor.
+    chats: BTreeSet<ConversationId>,
+    /// Chats in `Chatting`: what the per-advisor limit counts.
+    active: u32,
+    last_assigned_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct CitizenConn {
+    conversation: Option<ConversationId>,
+}
+
+/// Live figures for the queue view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFigures {
+    pub waiting: usize,
+    pub longest_wait_seconds: u64,
+    pub advisors_online: usize,
+    pub advisors_available: usize,
+    pub advisors_busy: usize,
+    pub advisors_away: usize,
+    pub active_chats: usize,
+}
+
+/// The chat core. See the module documentation.
+#[derive(Debug)]
+pub struct ChatCore {
+    settings: CoreSettings,
+    queue: WaitQueue<ConversationId>,
+    conversations: HashMap<ConversationId, Conversation>,
+    by_token: HashMap<String, ConversationId>,
+    citizen_conns: HashMap<ConnId, CitizenConn>,
+    advisors: HashMap<UserId, Advisor>,
+    advisor_conns: HashMap<ConnId, UserId>,
+    /// Disconnected citizens by the instant they left.
+    citizen_deadlines: BTreeSet<(DateTime<Utc>, ConversationId)>,
+    /// Smoothed handling time in seconds, for wait estimates.
+    mean_handle_seconds: f64,
+    opening_cache: Option<(OpenStatus, DateTime<Utc>)>,
+    last_queue_walk: Option<DateTime<Utc>>,
+    last_queue_summary: Option<QueueSummary>,
+    shutting_down: bool,
+}
+
+impl ChatCore {
+    pub fn new(settings: CoreSettings) -> ChatCore {
+        let mean_handle_seconds = settings.assumed_handle.num_seconds().max(1) as f64;
+        ChatCore {
+            settings,
+            queue: WaitQueue::default(),
+            conversations: HashMap::new(),
+            by_token: HashMap::new(),
+            citizen_conns: HashMap::new(),
+            advisors: HashMap::new(),
+            advisor_conns: HashMap::new(),
+            citizen_deadlines: BTreeSet::new(),
+            mean_handle_seconds,
+            opening_cache: None,
+            last_queue_walk: None,
+            last_queue_summary: None,
+            shutting_down: false,
+        }
+    }
+
+    pub fn settings(&self) -> &CoreSettings {
+        &self.settings
+    }
+
+    /// Handles one input at instant `now`, appending what must be done to `out`.
+    pub fn handle(&mut self, now: DateTime<Utc>, input: Input, out: &mut Vec<Effect>) {
+        match input {
+            Input::CitizenConnected { conn } => self.citizen_connected(now, conn, out),
+            Input::Citizen { conn, request } => self.citizen_request(now, conn, request, out),
+            Input::CitizenGone { conn } => self.citizen_gone(now, conn, out),
+            Input::AdvisorConnected { conn, advisor } => self.advisor_connected(now, conn, advisor, out),
+            Input::Advisor { conn, request } => self.advisor_request(now, conn, request, out),
+            Input::AdvisorGone { conn } => self.advisor_gone(now, conn, out),
+            Input::UserRevoked { user } => {
+                if let Some(conn) = self.advisors.get(&user).and_then(|a| a.conn) {
+                    out.push(Effect::Close(conn, CloseReason::Revoked));
+                }
+            }
+            Input::Committed(results) => {
+                for result in results {
+                    self.committed(now, result, out);
+                }
+            }
+            Input::Tick => self.tick(now, out),
+            Input::Shutdown => self.shutdown(out),
+        }
+    }
+
+    // ------------------------------------------------------------ opening
+
+    /// The opening status at `now`, cached until the next change.
+    pub fn opening_status(&mut self, now: DateTime<Utc>) -> &OpenStatus {
+        let fresh = matches!(&self.opening_cache, Some((s, until)) if s.at <= now && now < *until);
+        if !fresh {
+            let status = self.settings.hours.status(now);
+            // Valid until the next opening or closing, or local midnight (the
+            // "today" part changes then), whichever is first.
+            let midnight = local_date(now)
+                .succ_opt()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .and_then(|d| d.and_local_timezone(super::hours::TIME_ZONE).earliest())
+                .map(|d| d.to_utc());
+            let until = [status.next_opening, status.next_closing, midnight]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + TimeDelta::hours(1));
+            self.opening_cache = Some((status, until));
+        }
+        match &self.opening_cache {
+            Some((s, _)) => s,
+            None => unreachable!("just filled"),
+        }
+    }
+
+    fn admission(&mut self, now: DateTime<Utc>) -> Admission {
+        let wait = self.estimate_wait(self.queue.len() + 1).map(|s| TimeDelta::seconds(s as i64));
+        let policy = self.settings.admission;
+        admission::decide(self.opening_status(now), &policy, wait)
+    }
+
+    fn opening_view(&mut self, now: DateTime<Utc>) -> OpeningView {
+        let accepting = !self.shutting_down && self.admission(now) == Admission::Admitted;
+        let status = self.opening_status(now);
+        let (reason, reason_code) = reason_now(status);
+        OpeningView {
+            open: status.open,
+            reason,
+            reason_code,
+            next_opening: status.next_opening,
+            next_closing: status.next_closing,
+            accepting,
+        }
+    }
+
+    // ------------------------------------------------------------ estimates
+
+    /// Seconds until the chat at `position` (1 = next) is likely taken, or
+    /// `None` when nobody is available to take it.
+    pub fn estimate_wait(&self, position: usize) -> Option<u64> {
+        self.wait_model().estimate(position)
+    }
+
+    /// Capacity figures for wait estimates, computed once per use.
+    fn wait_model(&self) -> WaitModel {
+        let max = self.settings.max_chats_per_advisor;
+        let (capacity, free) = self
+            .advisors
+            .values()
+            .filter(|a| a.conn.is_some() && a.status == AdvisorStatus::Available)
+            .fold((0u32, 0u32), |(cap, free), a| (cap + max, free + max.saturating_sub(a.active)));
+        WaitModel { capacity, free, mean_handle_seconds: self.mean_handle_seconds }
+    }
+
+    fn record_handle_time(&mut self, seconds: f64) {
+        // Exponentially weighted: recent chats count most; one odd chat moves it little.
+        const WEIGHT: f64 = 0.1;
+        self.mean_handle_seconds = (1.0 - WEIGHT) * self.mean_handle_seconds + WEIGHT * seconds.max(1.0);
+    }
+
+    pub fn live_figures(&self, now: DateTime<Utc>) -> LiveFigures {
+        let online: Vec<_> = self.advisors.values().filter(|a| a.conn.is_some()).collect();
+        let available = |a: &&&Advisor| a.status == AdvisorStatus::Available;
+        LiveFigures {
+            waiting: self.queue.len(),
+            longest_wait_seconds: self.longest_wait(now),
+            advisors_online: online.len(),
+            advisors_available: online
+                .iter()
+                .filter(available)
+                .filter(|a| a.active < self.settings.max_chats_per_advisor)
+                .count(),
+            advisors_busy: online
+                .iter()
+                .filter(available)
+                .filter(|a| a.active >= self.settings.max_chats_per_advisor)
+                .count(),
+            advisors_away: online.iter().filter(|a| a.status != AdvisorStatus::Available).count(),
+            active_chats: self.advisors.values().map(|a| a.active as usize).sum(),
+        }
+    }
+
+    fn longest_wait(&self, now: DateTime<Utc>) -> u64 {
+        self.queue
+            .front()
+            .and_then(|(_, id)| self.conversations.get(id))
+            .map(|c| (now - c.queued_at).num_seconds().max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    // ------------------------------------------------------------ citizens
+
+    fn citizen_connected(&mut self, now: DateTime<Utc>, conn: ConnId, out: &mut Vec<Effect>) {
+        self.citizen_conns.insert(conn, CitizenConn::default());
+        let opening = self.opening_view(now);
+        out.push(Effect::ToCitizen(
+            conn,
+            CitizenEvent::Welcome {
+                protocol: PROTOCOL_VERSION,
+                opening,
+                notice: self.settings.notice.clone(),
+                max_message_bytes: self.settings.max_message_bytes,
+            },
+        ));
+    }
+
+    fn citizen_request(&mut self, now: DateTime<Utc>, conn: ConnId, request: CitizenRequest, out: &mut Vec<Effect>) {
+        let Some(state) = self.citizen_conns.get(&conn) else {
+            return;
+        };
+        let current = state.conversation;
+        let error = |code, message: &str| CitizenEvent::Error { code, message: message.into(), client_msg_id: None };
+        match request {
+            CitizenRequest::Start { display_name, topic, language } => {
+                if current.is_some() {
+                    out.push(Effect::ToCitizen(
+                        conn,
+                        error(ErrorCode::InvalidState, "a chat is already under way on this connection"),
+                    ));
+                    return;
+                }
+                let fields = (
+                    optional_text(display_name, Limits::DISPLAY_NAME, "display_name"),
+                    optional_text(topic, Limits::TOPIC, "topic"),
+                    optional_text(language, Limits::LANGUAGE, "language"),
+                );
+                let (citizen_name, topic, language) = match fields {
+                    (Ok(n), Ok(t), Ok(l)) => (n, t, l),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                        out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidField, &e)));
+                        return;
+                    }
+                };
+                self.start(now, conn, citizen_name, topic, language, out);
+            }
+            CitizenRequest::Resume { token, last_seq } => {
+                if current.is_some() {
+                    out.push(Effect::ToCitizen(
+                        conn,
+                        error(ErrorCode::InvalidState, "a chat is already under way on this connection"),
+                    ));
+                    return;
+                }
+                self.resume(conn, &token, last_seq, out);
+            }
+            CitizenRequest::Message { client_msg_id, text } => {
+                let Some(id) = current else {
+                    out.push(Effect::ToCitizen(
+                        conn,
+                        CitizenEvent::Error {
+                            code: ErrorCode::InvalidState,
+                            message: "start a chat before sending messages".into(),
+                            client_msg_id: Some(client_msg_id.into()),
+                        },
+                    ));
+                    return;
+                };
+                self.post(now, id, Sender::Citizen, None, client_msg_id, text, out);
+            }
+            CitizenRequest::Typing { active } => {
+                if let Some(Phase::Chatting(advisor)) =
+                    current.and_then(|id| self.conversations.get(&id)).map(|c| c.phase)
+                    && let Some(advisor_conn) = self.advisors.get(&advisor).and_then(|a| a.conn)
+                    && let Some(id) = current
+                {
+                    out.push(Effect::ToAdvisor(
+                        advisor_conn,
+                        AdvisorEvent::Typing { conversation_id: id.to_string(), active },
+                    ));
+                }
+            }
+            CitizenRequest::Leave {} => {
+                let Some(id) = current else {
+                    out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidState, "there is no chat to leave")));
+                    return;
+                };
+                let phase = self.conversations.get(&id).map(|c| c.phase);
+                match phase {
+                    Some(Phase::Queued(_)) => self.abandon(now, id, out),
+                    Some(Phase::Chatting(_)) => self.citizen_ends(now, id, EndReason::CitizenLeft, out),
+                    _ => {
+                        out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidState, "the chat has already ended")))
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        now: DateTime<Utc>,
+        conn: ConnId,
+        citizen_name: Option<Arc<str>>,
+        topic: Option<Arc<str>>,
+        language: Option<Arc<str>>,
+        out: &mut Vec<Effect>,
+    ) {
+        if self.shutting_down {
+            out.push(Effect::ToCitizen(
+                conn,
+                CitizenEvent::Error {
+                    code: ErrorCode::ShuttingDown,
+                    message: "the server is restarting; try again in a moment".into(),
+                    client_msg_id: None,
+                },
+            ));
+            return;
+        }
+        if let Admission::Refused { reason, next_opening } = self.admission(now) {
+            let message = match reason {
+                RefusalReason::Closed => "The chat is closed right now.",
+                RefusalReason::LastAdmissionPassed => "The chat takes no new conversations this close to closing time.",
+                RefusalReason::WaitBeyondClosing => "The queue is too long to reach an advisor before closing time.",
+            };
+            out.push(Effect::ToCitizen(
+                conn,
+                CitizenEvent::Refused { code: reason.code(), message: message.into(), next_opening },
+            ));
+            out.push(Effect::Store(StoreOp::Refused { at: now, reason }));
+            return;
+        }
+        let id = Uuid::new_v4();
+        let token = random_token();
+        let key = self.queue.push_back(id);
+        let position = self.queue.len();
+        let conversation = Conversation {
+            id,
+            token: token.clone(),
+            citizen_conn: Some(conn),
+            citizen_gone_at: None,
+            citizen_name: citizen_name.clone(),
+            topic: topic.clone(),
+            language: language.clone(),
+            queued_at: now,
+            phase: Phase::Queued(key),
+            assigned_at: None,
+            ever_assigned: false,
+            errand_number: None,
+            returned_by: None,
+            next_seq: 1,
+            history: Vec::new(),
+            pending: Vec::new(),
+            client_ids: HashMap::new(),
+            last_activity: now,
+            warned_at: None,
+            wrap_up_since: None,
+            end_reason: None,
+            last_position: position,
+            last_sent: None,
+        };
+        let wait = self.estimate_wait(position);
+        self.conversations.insert(id, conversation);
+        self.by_token.insert(token.clone(), id);
+        if let Some(c) = self.citizen_conns.get_mut(&conn) {
+            c.conversation = Some(id);
+        }
+        out.push(Effect::Store(StoreOp::Created { conversation: id, at: now, citizen_name, topic, language }));
+        out.push(Effect::ToCitizen(
+            conn,
+            CitizenEvent::Queued {
+                conversation_id: id.to_string(),
+                resume_token: token,
+                position,
+                estimated_wait_seconds: wait,
+            },
+        ));
+        if let Some(c) = self.conversations.get_mut(&id) {
+            c.last_sent = Some((position, wait, now));
+        }
+        self.dispatch(now, out);
+    }
+
+    fn resume(&mut self, conn: ConnId, token: &str, last_seq: u64, out: &mut Vec<Effect>) {
+        let found = self.by_token.get(token).copied().filter(|id| {
+            self.conversations.get(id).is_some_and(|c| matches!(c.phase, Phase::Queued(_) | Phase::Chatting(_)))
+        });
+        let Some(id) = found else {
+            out.push(Effect::ToCitizen(
+                conn,
+                CitizenEvent::Error {
+                    code: ErrorCode::NotFound,
+                    message: "no conversation to resume with that token".into(),
+                    client_msg_id: None,
+                },
+            ));
+            return;
+        };
+        let wait_for_position = |core: &ChatCore, position| core.estimate_wait(position);
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = c.citizen_conn.replace(conn)
+            && old != conn
+        {
+            out.push(Effect::Close(old, CloseReason::Replaced));
+            self.citizen_conns.remove(&old);
+        }
+        if let Some(gone) = c.citizen_gone_at.take() {
+            self.citizen_deadlines.remove(&(gone, id));
+        }
+        if let Some(state) = self.citizen_conns.get_mut(&conn) {
+            state.conversation = Some(id);
+        }
+        let phase = c.phase;
+        let position = c.last_position;
+        let last_stored = c.history.last().map_or(0, |m| m.seq);
+        let missed: Vec<_> = c.history.iter().filter(|m| m.seq > last_seq).cloned().collect();
+        let (state, advisor_name, advisor_conn) = match phase {
+            Phase::Chatting(advisor) => {
+                let a = self.advisors.get(&advisor);
+                (ResumedState::Chatting, a.map(|a| a.profile.display_name.clone()), a.and_then(|a| a.conn))
+            }
+            _ => (ResumedState::Queued, None, None),
+        };
+        let queued = state == ResumedState::Queued;
+        let wait = if queued { wait_for_position(self, position) } else { None };
+        out.push(Effect::ToCitizen(
+            conn,
+            CitizenEvent::Resumed {
+                conversation_id: id.to_string(),
+                state,
+                position: queued.then_some(position),
+                estimated_wait_seconds: wait,
+                advisor_name,
+                last_seq: last_stored,
+            },
+        ));
+        for m in missed {
+            out.push(Effect::ToCitizen(conn, CitizenEvent::Message(m)));
+        }
+        if let Some(advisor_conn) = advisor_conn {
+            out.push(Effect::ToAdvisor(
+                advisor_conn,
+                AdvisorEvent::CitizenPresence { conversation_id: id.to_string(), connected: true },
+            ));
+        }
+    }
+
+    fn citizen_gone(&mut self, now: DateTime<Utc>, conn: ConnId, out: &mut Vec<Effect>) {
+        let Some(state) = self.citizen_conns.remove(&conn) else {
+            return;
+        };
+        let Some(id) = state.conversation else { return };
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        if c.citizen_conn != Some(conn) {
+            return;
+        }
+        c.citizen_conn = None;
+        if matches!(c.phase, Phase::Queued(_) | Phase::Chatting(_)) {
+            c.citizen_gone_at = Some(now);
+            self.citizen_deadlines.insert((now, id));
+        }
+        if let Phase::Chatting(advisor) = c.phase
+            && let Some(advisor_conn) = self.advisors.get(&advisor).and_then(|a| a.conn)
+        {
+            out.push(Effect::ToAdvisor(
+                advisor_conn,
+                AdvisorEvent::CitizenPresence { conversation_id: id.to_string(), connected: false },
+            ));
+        }
+    }
+
+    /// A queued citizen leaves (or vanished past the grace period).
+    fn abandon(&mut self, now: DateTime<Utc>, id: ConversationId, out: &mut Vec<Effect>) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let Phase::Queued(key) = c.phase else { return };
+        self.queue.remove(key);
+        c.phase = Phase::Closing;
+        let reason = if c.citizen_conn.is_some() { EndReason::Abandoned } else { EndReason::CitizenDisconnected };
+        c.end_reason = Some(reason);
+        let outcome = if c.ever_assigned { Outcome::Served } else { Outcome::Abandoned };
+        out.push(Effect::Store(StoreOp::Ended {
+            conversation: id,
+            at: now,
+            reason,
+            outcome,
+            category: None,
+            summary: None,
+        }));
+    }
+
+    /// The citizen leaves an assigned chat: the advisor wraps it up.
+    fn citizen_ends(&mut self, now: DateTime<Utc>, id: ConversationId, reason: EndReason, out: &mut Vec<Effect>) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let Phase::Chatting(advisor) = c.phase else {
+            return;
+        };
+        c.phase = Phase::WrapUp(advisor);
+        c.wrap_up_since = Some(now);
+        c.end_reason = Some(reason);
+        if let Some(gone) = c.citizen_gone_at.take() {
+            self.citizen_deadlines.remove(&(gone, id));
+        }
+        let handled = c.assigned_at.map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
+        out.push(Effect::Store(StoreOp::Ended {
+            conversation: id,
+            at: now,
+            reason,
+            outcome: Outcome::Served,
+            category: None,
+            summary: None,
+        }));
+        if let Some(a) = self.advisors.get_mut(&advisor) {
+            a.active = a.active.saturating_sub(1);
+            if let Some(conn) = a.conn {
+                out.push(Effect::ToAdvisor(conn, AdvisorEvent::WrapUp { conversation_id: id.to_string(), reason }));
+            }
+        }
+        if let Some(s) = handled {
+            self.record_handle_time(s);
+        }
+        self.dispatch(now, out);
+    }
+
+    // ------------------------------------------------------------ messages
+
+    #[allow(clippy::too_many_arguments)]
+    fn post(
+        &mut self,
+        now: DateTime<Utc>,
+        id: ConversationId,
+        sender: Sender,
+        advisor: Option<&AdvisorProfile>,
+        client_msg_id: String,
+        text: String,
+        out: &mut Vec<Effect>,
+    ) {
+        let max_bytes = self.settings.max_message_bytes;
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let reply_conn = match (sender, advisor) {
+            (Sender::Advisor, Some(p)) => self.advisors.get(&p.id).and_then(|a| a.conn),
+            _ => c.citizen_conn,
+        };
+        let reply = |code: ErrorCode, message: String, cid: Option<Arc<str>>| -> Option<Effect> {
+            let conn = reply_conn?;
+            Some(match sender {
+                Sender::Advisor => Effect::ToAdvisor(
+                    conn,
+                    AdvisorEvent::Error { code, message, conversation_id: Some(id.to_string()), client_msg_id: cid },
+                ),
+                _ => Effect::ToCitizen(conn, CitizenEvent::Error { code, message, client_msg_id: cid }),
+            })
+        };
+        let cid: Arc<str> = client_msg_id.into();
+        if cid.is_empty() || cid.chars().count() > Limits::CLIENT_MSG_ID {
+            out.extend(reply(
+                ErrorCode::InvalidField,
+                format!("client_msg_id must be 1 to {} characters", Limits::CLIENT_MSG_ID),
+                Some(cid),
+            ));
+            return;
+        }
+        let open = match (c.phase, sender) {
+            (Phase::Queued(_) | Phase::Chatting(_), Sender::Citizen) => true,
+            (Phase::Chatting(owner), Sender::Advisor) => advisor.is_some_and(|a| a.id == owner),
+            _ => false,
+        };
+        if !open {
+            out.extend(reply(
+                ErrorCode::InvalidState,
+                "the chat has ended; no more messages can be added".into(),
+                Some(cid),
+            ));
+            return;
+        }
+        if text.trim().is_empty() {
+            out.extend(reply(ErrorCode::InvalidField, "text must not be empty".into(), Some(cid)));
+            return;
+        }
+        if text.len() > max_bytes {
+            out.extend(reply(ErrorCode::InvalidField, format!("text is longer than {max_bytes} bytes"), Some(cid)));
+            return;
+        }
+        match c.client_ids.get(&(sender, cid.clone())) {
+            Some(ClientMessage::Pending { text: earlier }) if **earlier == *text => return,
+            Some(ClientMessage::Stored { text: earlier, seq, at }) if **earlier == *text => {
+                let (seq, at) = (*seq, *at);
+                if let Some(conn) = reply_conn {
+                    out.push(ack(conn, sender, id, cid, seq, at));
+                }
+                return;
+            }
+            Some(_) => {
+                out.extend(reply(
+                    ErrorCode::Conflict,
+                    "this client_msg_id was already used for a different message".into(),
+                    Some(cid),
+                ));
+                return;
+            }
+            None => {}
+        }
+        let text: Arc<str> = text.into();
+        let seq = c.next_seq;
+        c.next_seq += 1;
+        c.last_activity = now;
+        c.warned_at = None;
+        let sender_name = match sender {
+            Sender::Advisor => advisor.map(|a| a.display_name.clone()),
+            _ => c.citizen_name.clone(),
+        };
+        c.client_ids.insert((sender, cid.clone()), ClientMessage::Pending { text: text.clone() });
+        let view = MessageView {
+            seq,
+            sender,
+            sender_name: sender_name.clone(),
+            text: text.clone(),
+            sent_at: now,
+            client_msg_id: Some(cid.clone()),
+        };
+        c.pending.push((seq, PendingMessage { view, advisor: advisor.map(|a| a.id) }));
+        out.push(Effect::Store(StoreOp::Message {
+            conversation: id,
+            seq,
+            sender,
+            advisor: advisor.map(|a| a.id),
+            sender_name,
+            client_msg_id: Some(cid),
+            text,
+            at: now,
+        }));
+    }
+
+    fn committed(&mut self, now: DateTime<Utc>, result: Committed, out: &mut Vec<Effect>) {
+        match result {
+            Committed::Done => {}
+            Committed::Message { conversation, seq } => self.message_committed(conversation, seq, out),
+            Committed::MessageFailed { conversation, seq } => {
+                let Some(c) = self.conversations.get_mut(&conversation) else {
+                    return;
+                };
+                let Some(i) = c.pending.iter().position(|(s, _)| *s == seq) else {
+                    return;
+                };
+                let (_, p) = c.pending.remove(i);
+                let cid = p.view.client_msg_id.clone();
+                if let Some(cid) = &cid {
+                    c.client_ids.remove(&(p.view.sender, cid.clone()));
+                }
+                let message = "the message could not be stored and was not delivered; send it again".to_string();
+                match p.view.sender {
+                    Sender::Advisor => {
+                        if let Some(conn) = p.advisor.and_then(|a| self.advisors.get(&a)).and_then(|a| a.conn) {
+                            out.push(Effect::ToAdvisor(
+                                conn,
+                                AdvisorEvent::Error {
+                                    code: ErrorCode::StorageFailed,
+                                    message,
+                                    conversation_id: Some(conversation.to_string()),
+                                    client_msg_id: cid,
+                                },
+                            ));
+                        }
+                    }
+                    _ => {
+                        if let Some(conn) = c.citizen_conn {
+                            out.push(Effect::ToCitizen(
+                                conn,
+                                CitizenEvent::Error { code: ErrorCode::StorageFailed, message, client_msg_id: cid },
+                            ));
+                        }
+                    }
+                }
+            }
+            Committed::Assigned { conversation, errand_number } => {
+                if let Some(c) = self.conversations.get_mut(&conversation) {
+                    c.errand_number = Some(errand_number);
+                }
+            }
+            Committed::Ended { conversation } => {
+                let Some(c) = self.conversations.get(&conversation) else {
+                    return;
+                };
+                let reason = c.end_reason.unwrap_or(EndReason::Interrupted);
+                if let Some(conn) = c.citizen_conn {
+                    out.push(Effect::ToCitizen(
+                        conn,
+                        CitizenEvent::Ended { errand_number: c.errand_number.clone(), reason },
+                    ));
+                }
+                if c.phase == Phase::Closing {
+                    self.remove_conversation(now, conversation, reason, out);
+                } else {
+                    // Wrap-up: the citizen is done; the advisor still closes it.
+                    self.detach_citizen(conversation);
+                }
+            }
+            Committed::Classified { conversation } => {
+                let reason =
+                    self.conversations.get(&conversation).and_then(|c| c.end_reason).unwrap_or(EndReason::AdvisorEnded);
+                self.remove_conversation(now, conversation, reason, out);
+            }
+        }
+    }
+
+    fn message_committed(&mut self, id: ConversationId, seq: u64, out: &mut Vec<Effect>) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let Some(i) = c.pending.iter().position(|(s, _)| *s == seq) else {
+            return;
+        };
+        let (_, p) = c.pending.remove(i);
+        let view = p.view;
+        let sender = view.sender;
+        if let Some(cid) = &view.client_msg_id {
+            c.client_ids.insert(
+                (sender, cid.clone()),
+                ClientMessage::Stored { text: view.text.clone(), seq, at: view.sent_at },
+            );
+        }
+        c.history.push(view.clone());
+        let advisor_conn = match c.phase {
+            Phase::Chatting(a) | Phase::WrapUp(a) => self.advisors.get(&a).and_then(|a| a.conn),
+            _ => None,
+        };
+        let author_conn = p.advisor.and_then(|a| self.advisors.get(&a)).and_then(|a| a.conn);
+        match sender {
+            Sender::Citizen => {
+                if let (Some(conn), Some(cid)) = (c.citizen_conn, view.client_msg_id.clone()) {
+                    out.push(ack(conn, sender, id, cid, seq, view.sent_at));
+                }
+                if let Some(conn) = advisor_conn {
+                    out.push(Effect::ToAdvisor(
+                        conn,
+                        AdvisorEvent::Message { conversation_id: id.to_string(), message: view },
+                    ));
+                }
+            }
+            Sender::Advisor | Sender::System => {
+                if let (Some(conn), Some(cid)) = (author_conn, view.client_msg_id.clone()) {
+                    out.push(ack(conn, sender, id, cid, seq, view.sent_at));
+                }
+                if let Some(conn) = c.citizen_conn {
+                    let mut for_citizen = view;
+                    for_citizen.client_msg_id = None;
+                    out.push(Effect::ToCitizen(conn, CitizenEvent::Message(for_citizen)));
+                }
+            }
+        }
+    }
+
+    /// The citizen's side of a conversation is over: its token and connection let go.
+    fn detach_citizen(&mut self, id: ConversationId) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        self.by_token.remove(&c.token);
+        if let Some(conn) = c.citizen_conn.take()
+            && let Some(state) = self.citizen_conns.get_mut(&conn)
+        {
+            state.conversation = None;
+        }
+        if let Some(gone) = c.citizen_gone_at.take() {
+            self.citizen_deadlines.remove(&(gone, id));
+        }
+    }
+
+    fn remove_conversation(
+        &mut self,
+        _now: DateTime<Utc>,
+        id: ConversationId,
+        reason: EndReason,
+        out: &mut Vec<Effect>,
+    ) {
+        self.detach_citizen(id);
+        let Some(c) = self.conversations.remove(&id) else {
+            return;
+        };
+        let advisor = self.advisors.values_mut().find(|a| a.chats.contains(&id));
+        if let Some(a) = advisor {
+            a.chats.remove(&id);
+            if let Some(conn) = a.conn {
+                out.push(Effect::ToAdvisor(
+                    conn,
+                    AdvisorEvent::ChatEnded {
+                        conversation_id: id.to_string(),
+                        errand_number: c.errand_number.clone(),
+                        reason,
+                    },
+                ));
+            }
+            let gone = a.conn.is_none() && a.chats.is_empty() && a.status == AdvisorStatus::Offline;
+            let aid = a.profile.id;
+            if gone {
+                self.advisors.remove(&aid);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ advisors
+
+    fn advisor_connected(&mut self, now: DateTime<Utc>, conn: ConnId, profile: AdvisorProfile, out: &mut Vec<Effect>) {
+        let id = profile.id;
+        let advisor = self.advisors.entry(id).or_insert_with(|| Advisor {
+            profile: profile.clone(),
+            status: AdvisorStatus::Away,
+            status_before_disconnect: None,
+            conn: None,
+            gone_at: None,
+            chats: BTreeSet::new(),
+            active: 0,
+            last_assigned_at: None,
+        });
+        advisor.profile = profile;
+        if let Some(old) = advisor.conn.replace(conn) {
+            out.push(Effect::Close(old, CloseReason::Replaced));
+            self.advisor_conns.remove(&old);
+        }
+        advisor.gone_at = None;
+        if let Some(before) = advisor.status_before_disconnect.take() {
+            advisor.status = before;
+        }
+        if advisor.status == AdvisorStatus::Offline {
+            advisor.status = AdvisorStatus::Away;
+        }
+        self.advisor_conns.insert(conn, id);
+        let welcome = self.advisor_welcome(now, id);
+        out.extend(welcome.map(|w| Effect::ToAdvisor(conn, w)));
+        // Citizens learn their advisor is back only through messages; nothing to tell them.
+        self.dispatch(now, out);
+    }
+
+    fn advisor_welcome(&self, now: DateTime<Utc>, id: UserId) -> Option<AdvisorEvent> {
+        let a = self.advisors.get(&id)?;
+        let chats = a
+            .chats
+            .iter()
+            .filter_map(|c| self.conversations.get(c))
+            .map(|c| c.chat_view(c.citizen_conn.is_some()))
+            .collect();
+        Some(AdvisorEvent::Welcome {
+            protocol: PROTOCOL_VERSION,
+            advisor: AdvisorProfileView {
+                username: a.profile.username.clone(),
+                display_name: a.profile.display_name.to_string(),
+                role: a.profile.role.clone(),
+            },
+            status: a.status,
+            max_chats: self.settings.max_chats_per_advisor,
+            categories: self.settings.categories.clone(),
+            max_message_bytes: self.settings.max_message_bytes,
+            chats,
+            queue: QueueSummary { waiting: self.queue.len(), longest_wait_seconds: self.longest_wait(now) },
+        })
+    }
+
+    fn advisor_gone(&mut self, now: DateTime<Utc>, conn: ConnId, _out: &mut Vec<Effect>) {
+        let Some(id) = self.advisor_conns.remove(&conn) else {
+            return;
+        };
+        let Some(a) = self.advisors.get_mut(&id) else {
+            return;
+        };
+        if a.conn != Some(conn) {
+            return;
+        }
+        a.conn = None;
+        a.gone_at = Some(now);
+        a.status_before_disconnect = Some(a.status);
+        a.status = AdvisorStatus::Away;
+    }
+
+    fn advisor_request(&mut self, now: DateTime<Utc>, conn: ConnId, request: AdvisorRequest, out: &mut Vec<Effect>) {
+        let Some(&advisor_id) = self.advisor_conns.get(&conn) else {
+            return;
+        };
+        let Some(profile) = self.advisors.get(&advisor_id).map(|a| a.profile.clone()) else {
+            return;
+        };
+        let error = |code, message: String, conversation: Option<&str>| {
+            Effect::ToAdvisor(
+                conn,
+                AdvisorEvent::Error {
+                    code,
+                    message,
+                    conversation_id: conversation.map(str::to_owned),
+                    client_msg_id: None,
+                },
+            )
+        };
+        // Resolves a conversation id the advisor named: theirs, or "not found" (the same for both).
+        let own = |core: &ChatCore, raw: &str| -> Option<ConversationId> {
+            let id = Uuid::parse_str(raw).ok()?;
+            core.advisors.get(&advisor_id).filter(|a| a.chats.contains(&id)).map(|_| id)
+        };
+        let not_found =
+            |raw: &str| error(ErrorCode::NotFound, "no such conversation among your chats".into(), Some(raw));
+        match request {
+            AdvisorRequest::Status { status } => {
+                if status == AdvisorStatus::Offline {
+                    out.push(error(
+                        ErrorCode::InvalidField,
+                        "status must be available or away; close the connection to go offline".into(),
+                        None,
+                    ));
+                    return;
+                }
+                if let Some(a) = self.advisors.get_mut(&advisor_id) {
+                    a.status = status;
+                }
+                out.push(Effect::ToAdvisor(conn, AdvisorEvent::Status { status }));
+                self.dispatch(now, out);
+            }
+            AdvisorRequest::Message { conversation_id, client_msg_id, text } => {
+                let Some(id) = own(self, &conversation_id) else {
+                    out.push(Effect::ToAdvisor(
+                        conn,
+                        AdvisorEvent::Error {
+                            code: ErrorCode::NotFound,
+                            message: "no such conversation among your chats".into(),
+                            conversation_id: Some(conversation_id),
+                            client_msg_id: Some(client_msg_id.into()),
+                        },
+                    ));
+                    return;
+                };
+                self.post(now, id, Sender::Advisor, Some(&profile), client_msg_id, text, out);
+            }
+            AdvisorRequest::Typing { conversation_id, active } => {
+                let Some(id) = own(self, &conversation_id) else {
+                    out.push(not_found(&conversation_id));
+                    return;
+                };
+                if let Some(c) = self.conversations.get(&id)
+                    && matches!(c.phase, Phase::Chatting(_))
+                    && let Some(citizen) = c.citizen_conn
+                {
+                    out.push(Effect::ToCitizen(citizen, CitizenEvent::Typing { active }));
+                }
+            }
+            AdvisorRequest::End { conversation_id, category, summary } => {
+                let Some(id) = own(self, &conversation_id) else {
+                    out.push(not_found(&conversation_id));
+                    return;
+                };
+                let category = match optional_text(category, Limits::CATEGORY, "category") {
+                    Ok(c) => c.map(|c| c.to_string()),
+                    Err(e) => {
+                        return out.push(error(ErrorCode::InvalidField, e, Some(&conversation_id)));
+                    }
+                };
+                let summary = match optional_text(summary, Limits::SUMMARY, "summary") {
+                    Ok(s) => s.map(|s| s.to_string()),
+                    Err(e) => {
+                        return out.push(error(ErrorCode::InvalidField, e, Some(&conversation_id)));
+                    }
+                };
+                if let Some(cat) = &category
+                    && !self.settings.categories.is_empty()
+                    && !self.settings.categories.contains(cat)
+                {
+                    out.push(error(
+                        ErrorCode::InvalidCategory,
+                        format!("category must be one of: {}", self.settings.categories.join(", ")),
+                        Some(&conversation_id),
+                    ));
+                    return;
+                }
+                self.advisor_ends(now, advisor_id, id, category, summary, EndReason::AdvisorEnded, out);
+            }
+            AdvisorRequest::Transfer { conversation_id, to } => {
+                let Some(id) = own(self, &conversation_id) else {
+                    out.push(not_found(&conversation_id));
+                    return;
+                };
+                if !matches!(self.conversations.get(&id).map(|c| c.phase), Some(Phase::Chatting(_))) {
+                    out.push(error(
+                        ErrorCode::InvalidState,
+                        "only a chat in progress can be transferred".into(),
+                        Some(&conversation_id),
+                    ));
+                    return;
+                }
+                match to {
+                    None => self.requeue(now, advisor_id, id, Some(RemovedReason::ReturnedToQueue), out),
+                    Some(username) => {
+                        let max = self.settings.max_chats_per_advisor;
+                        let target = self
+                            .advisors
+                            .values()
+                            .find(|a| a.profile.username == username)
+                            .filter(|a| {
+                                a.profile.id != advisor_id
+                                    && a.conn.is_some()
+                                    && a.status == AdvisorStatus::Available
+                                    && a.active < max
+                            })
+                            .map(|a| a.profile.id);
+                        let Some(target) = target else {
+                            out.push(error(
+                                ErrorCode::TargetUnavailable,
+                                format!("{username} is not available with a free chat slot"),
+                                Some(&conversation_id),
+                            ));
+                            return;
+                        };
+                        self.transfer(now, advisor_id, target, id, out);
+                    }
+                }
+            }
+            AdvisorRequest::Sync { conversation_id, last_seq } => {
+                let Some(id) = own(self, &conversation_id) else {
+                    out.push(not_found(&conversation_id));
+                    return;
+                };
+                if let Some(c) = self.conversations.get(&id) {
+                    for m in c.history.iter().filter(|m| m.seq > last_seq) {
+                        out.push(Effect::ToAdvisor(
+                            conn,
+                            AdvisorEvent::Message { conversation_id: conversation_id.clone(), message: m.clone() },
+                        ));
+                    }
+                    let last = c.history.last().map_or(0, |m| m.seq);
+                    out.push(Effect::ToAdvisor(conn, AdvisorEvent::Synced { conversation_id, last_seq: last }));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn advisor_ends(
+        &mut self,
+        now: DateTime<Utc>,
+        advisor_id: UserId,
+        id: ConversationId,
+        category: Option<String>,
+        summary: Option<String>,
+        reason: EndReason,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        match c.phase {
+            Phase::Chatting(_) => {
+                c.phase = Phase::Closing;
+                c.end_reason = Some(reason);
+                let handled = c.assigned_at.map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
+                out.push(Effect::Store(StoreOp::Ended {
+                    conversation: id,
+                    at: now,
+                    reason,
+                    outcome: Outcome::Served,
+                    category,
+                    summary,
+                }));
+                if let Some(a) = self.advisors.get_mut(&advisor_id) {
+                    a.active = a.active.saturating_sub(1);
+                }
+                if let Some(s) = handled {
+                    self.record_handle_time(s);
+                }
+                self.dispatch(now, out);
+            }
+            Phase::WrapUp(_) => {
+                c.phase = Phase::Closing;
+                out.push(Effect::Store(StoreOp::Classified { conversation: id, category, summary }));
+            }
+            Phase::Queued(_) | Phase::Closing => {}
+        }
+    }
+
+    fn transfer(&mut self, now: DateTime<Utc>, from: UserId, to: UserId, id: ConversationId, out: &mut Vec<Effect>) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        c.phase = Phase::Chatting(to);
+        let to_name = self.advisors.get(&to).map(|a| a.profile.display_name.clone()).unwrap_or_else(|| "".into());
+        if let Some(a) = self.advisors.get_mut(&from) {
+            a.active = a.active.saturating_sub(1);
+            a.chats.remove(&id);
+            if let Some(conn) = a.conn {
+                out.push(Effect::ToAdvisor(
+                    conn,
+                    AdvisorEvent::ChatRemoved { conversation_id: id.to_string(), reason: RemovedReason::Transferred },
+                ));
+            }
+        }
+        let view = c.chat_view(c.citizen_conn.is_some());
+        if let Some(a) = self.advisors.get_mut(&to) {
+            a.active += 1;
+            a.chats.insert(id);
+            a.last_assigned_at = Some(now);
+            if let Some(conn) = a.conn {
+                out.push(Effect::ToAdvisor(conn, AdvisorEvent::Assigned { chat: view }));
+            }
+        }
+        if let Some(conn) = c.citizen_conn {
+            out.push(Effect::ToCitizen(conn, CitizenEvent::Assigned { advisor_name: to_name.clone() }));
+        }
+        out.push(Effect::Store(StoreOp::Assigned {
+            conversation: id,
+            at: now,
+            advisor: to,
+            advisor_name: to_name,
+            errand_year: local_date(now).year(),
+            first: false,
+        }));
+        self.dispatch(now, out);
+    }
+
+    /// Puts a chat back at the front of the queue.
+    fn requeue(
+        &mut self,
+        now: DateTime<Utc>,
+        from: UserId,
+        id: ConversationId,
+        removed: Option<RemovedReason>,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let key = self.queue.push_front(id);
+        c.phase = Phase::Queued(key);
+        c.returned_by = removed.map(|_| from);
+        c.last_position = 1;
+        c.warned_at = None;
+        if let Some(a) = self.advisors.get_mut(&from) {
+            a.active = a.active.saturating_sub(1);
+            a.chats.remove(&id);
+            if let (Some(conn), Some(reason)) = (a.conn, removed) {
+                out.push(Effect::ToAdvisor(
+                    conn,
+                    AdvisorEvent::ChatRemoved { conversation_id: id.to_string(), reason },
+                ));
+            }
+        }
+        out.push(Effect::Store(StoreOp::Requeued { conversation: id, at: now, advisor: from }));
+        let wait = self.estimate_wait(1);
+        if let Some(c) = self.conversations.get_mut(&id) {
+            c.last_sent = Some((1, wait, now));
+            if let Some(conn) = c.citizen_conn {
+                out.push(Effect::ToCitizen(
+                    conn,
+                    CitizenEvent::Queued {
+                        conversation_id: id.to_string(),
+                        resume_token: c.token.clone(),
+                        position: 1,
+                        estimated_wait_seconds: wait,
+                    },
+                ));
+            }
+        }
+        self.dispatch(now, out);
+    }
+
+    // ------------------------------------------------------------ routing
+
+    /// The best advisor for a chat: available, connected, with a free slot;
+    /// fewest active chats first, then the longest since their last assignment.
+    fn pick_advisor(&self, exclude: Option<UserId>) -> Option<UserId> {
+        let max = self.settings.max_chats_per_advisor;
+        self.advisors
+            .values()
+            .filter(|a| a.conn.is_some() && a.status == AdvisorStatus::Available && a.active < max)
+            .filter(|a| Some(a.profile.id) != exclude)
+            .min_by_key(|a| (a.active, a.last_assigned_at, a.profile.id))
+            .map(|a| a.profile.id)
+    }
+
+    /// Hands waiting chats to free advisors until one of the two runs out.
+    /// Runs after every change that can free capacity or add a chat, so no
+    /// capacity stays idle while someone waits.
+    fn dispatch(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        // Chats returned by the only free advisor are skipped, not blocking the rest.
+        let mut skipped = 0usize;
+        loop {
+            let Some((_, &id)) = self.queue.iter().nth(skipped) else {
+                return;
+            };
+            let exclude = self.conversations.get(&id).and_then(|c| c.returned_by);
+            let Some(advisor) = self.pick_advisor(exclude) else {
+                if exclude.is_some() && self.pick_advisor(None).is_some() {
+                    skipped += 1;
+                    continue;
+                }
+                return;
+            };
+            self.assign(now, id, advisor, out);
+        }
+    }
+
+    fn assign(&mut self, now: DateTime<Utc>, id: ConversationId, advisor_id: UserId, out: &mut Vec<Effect>) {
+        let Some(c) = self.conversations.get_mut(&id) else {
+            return;
+        };
+        let Phase::Queued(key) = c.phase else { return };
+        self.queue.remove(key);
+        c.phase = Phase::Chatting(advisor_id);
+        c.assigned_at = Some(now);
+        c.returned_by = None;
+        c.last_activity = now;
+        c.warned_at = None;
+        let first = !c.ever_assigned;
+        c.ever_assigned = true;
+        let Some(a) = self.advisors.get_mut(&advisor_id) else {
+            return;
+        };
+        a.active += 1;
+        a.chats.insert(id);
+        a.last_assigned_at = Some(now);
+        let name = a.profile.display_name.clone();
+        if let Some(conn) = a.conn {
+            out.push(Effect::ToAdvisor(conn, AdvisorEvent::Assigned { chat: c.chat_view(c.citizen_conn.is_some()) }));
+        }
+        if let Some(conn) = c.citizen_conn {
+            out.push(Effect::ToCitizen(conn, CitizenEvent::Assigned { advisor_name: name.clone() }));
+        }
+        out.push(Effect::Store(StoreOp::Assigned {
+            conversation: id,
+            at: now,
+            advisor: advisor_id,
+            advisor_name: name,
+            errand_year: local_date(now).year(),
+            first,
+        }));
+    }
+
+    // ------------------------------------------------------------ time
+
+    fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        // Citizens gone longer than the grace period.
+        let cutoff = now - self.settings.citizen_grace;
+        while let Some(&(gone, id)) = self.citizen_deadlines.first() {
+            if gone > cutoff {
+                break;
+            }
+            self.citizen_deadlines.remove(&(gone, id));
+            if let Some(c) = self.conversations.get_mut(&id) {
+                c.citizen_gone_at = None;
+                match c.phase {
+                    Phase::Queued(_) => self.abandon(now, id, out),
+                    Phase::Chatting(_) => self.citizen_ends(now, id, EndReason::CitizenDisconnected, out),
+                    _ => {}
+                }
+            }
+        }
+
+        // Advisors gone longer than the grace period: their chats go back to the front.
+        let advisor_cutoff = now - self.settings.advisor_grace;
+        let expired: Vec<UserId> = self
+            .advisors
+            .values()
+            .filter(|a| a.conn.is_none() && a.gone_at.is_some_and(|t| t <= advisor_cutoff))
+            .map(|a| a.profile.id)
+            .collect();
+        for advisor_id in expired {
+            self.advisor_expired(now, advisor_id, out);
+        }
+
+        self.check_inactivity(now, out);
+
+        let due = self.last_queue_walk.is_none_or(|t| now - t >= self.settings.queue_update_interval);
+        if due {
+            self.last_queue_walk = Some(now);
+            self.send_queue_positions(now, out);
+            self.send_queue_summary(now, out);
+        }
+    }
+
+    fn advisor_expired(&mut self, now: DateTime<Utc>, advisor_id: UserId, out: &mut Vec<Effect>) {
+        let Some(a) = self.advisors.get_mut(&advisor_id) else {
+            return;
+        };
+        a.status = AdvisorStatus::Offline;
+        a.status_before_disconnect = None;
+        a.gone_at = None;
+        let chats: Vec<ConversationId> = a.chats.iter().copied().collect();
+        let mut chatting: Vec<(DateTime<Utc>, ConversationId)> = Vec::new();
+        for id in chats {
+            match self.conversations.get(&id).map(|c| c.phase) {
+                Some(Phase::Chatting(_)) => {
+                    if let Some(c) = self.conversations.get(&id) {
+                        chatting.push((c.queued_at, id));
+                    }
+                }
+                Some(Phase::WrapUp(_)) => {
+                    // Nobody will classify it now; close it as it stands.
+                    if let Some(c) = self.conversations.get_mut(&id) {
+                        c.phase = Phase::Closing;
+                    }
+                    out.push(Effect::Store(StoreOp::Classified { conversation: id, category: None, summary: None }));
+                }
+                _ => {}
+            }
+        }
+        // Front insertion reverses order, so insert the newest first.
+        chatting.sort();
+        for (_, id) in chatting.into_iter().rev() {
+            self.requeue(now, advisor_id, id, None, out);
+        }
+        if let Some(a) = self.advisors.get(&advisor_id)
+            && a.chats.is_empty()
+        {
+            self.advisors.remove(&advisor_id);
+        }
+    }
+
+    fn check_inactivity(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        let warn_after = self.settings.inactivity_warning;
+        let end_after = self.settings.inactivity_end;
+        let assigned: Vec<(UserId, ConversationId)> =
+            self.advisors.values().flat_map(|a| a.chats.iter().map(move |c| (a.profile.id, *c))).collect();
+        for (advisor_id, id) in assigned {
+            let Some(c) = self.conversations.get_mut(&id) else {
+                continue;
+            };
+            let advisor_conn = self.advisors.get(&advisor_id).and_then(|a| a.conn);
+            match c.phase {
+                Phase::Chatting(_) => {
+                    if let Some(warned) = c.warned_at {
+                        if now - warned >= end_after {
+                            self.advisor_ends(now, advisor_id, id, None, None, EndReason::Inactivity, out);
+                        }
+                    } else if now - c.last_activity >= warn_after {
+                        c.warned_at = Some(now);
+                        let ends_in = end_after.num_seconds().max(0) as u64;
+                        if let Some(conn) = c.citizen_conn {
+                            out.push(Effect::ToCitizen(
+                                conn,
+                                CitizenEvent::InactivityWarning { ends_in_seconds: ends_in },
+                            ));
+                        }
+                        if let Some(conn) = advisor_conn {
+                            out.push(Effect::ToAdvisor(
+                                conn,
+                                AdvisorEvent::InactivityWarning {
+                                    conversation_id: id.to_string(),
+                                    ends_in_seconds: ends_in,
+                                },
+                            ));
+                        }
+                    }
+                }
+                Phase::WrapUp(_) if c.wrap_up_since.is_some_and(|t| now - t >= warn_after + end_after) => {
+                    c.phase = Phase::Closing;
+                    out.push(Effect::Store(StoreOp::Classified { conversation: id, category: None, summary: None }));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends changed queue positions. One walk of the queue per tick, not per
+    /// event; and a citizen far back is told only when their position has
+    /// moved noticeably, so draining a long queue costs a bounded number of sends.
+    fn send_queue_positions(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        let keys: Vec<ConversationId> = self.queue.iter().map(|(_, id)| *id).collect();
+        let model = self.wait_model();
+        for (i, id) in keys.into_iter().enumerate() {
+            let position = i + 1;
+            let wait = model.estimate(position);
+            let Some(c) = self.conversations.get_mut(&id) else {
+                continue;
+            };
+            c.last_position = position;
+            let Some(conn) = c.citizen_conn else { continue };
+            let worth_sending = match c.last_sent {
+                None => true,
+                Some((p, w, at)) => {
+                    let moved = p.abs_diff(position);
+                    (p != position && (position <= 10 || moved * 20 >= p || now - at >= TimeDelta::seconds(30)))
+                        || (w.is_some() != wait.is_some())
+                        || (p == position && w != wait && now - at >= TimeDelta::seconds(30))
+                }
+            };
+            if worth_sending {
+                c.last_sent = Some((position, wait, now));
+                out.push(Effect::ToCitizen(conn, CitizenEvent::QueueUpdate { position, estimated_wait_seconds: wait }));
+            }
+        }
+    }
+
+    fn send_queue_summary(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        let summary = QueueSummary { waiting: self.queue.len(), longest_wait_seconds: self.longest_wait(now) };
+        if self.last_queue_summary.as_ref() == Some(&summary) {
+            return;
+        }
+        self.last_queue_summary = Some(summary.clone());
+        for a in self.advisors.values() {
+            if let Some(conn) = a.conn {
+                out.push(Effect::ToAdvisor(conn, AdvisorEvent::Queue(summary.clone())));
+            }
+        }
+    }
+
+    fn shutdown(&mut self, out: &mut Vec<Effect>) {
+        self.shutting_down = true;
+        let message = "The server is restarting. Your chat is saved; reconnect in a moment.".to_string();
+        for conn in self.citizen_conns.keys() {
+            out.push(Effect::ToCitizen(*conn, CitizenEvent::ServerShutdown { message: message.clone() }));
+            out.push(Effect::Close(*conn, CloseReason::Shutdown));
+        }
+        for conn in self.advisor_conns.keys() {
+            out.push(Effect::ToAdvisor(*conn, AdvisorEvent::ServerShutdown { message: message.clone() }));
+            out.push(Effect::Close(*conn, CloseReason::Shutdown));
+        }
+    }
+
+    /// The number of waiting chats (for tests and figures).
+    pub fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// See [`ChatCore::estimate_wait`].
+#[derive(Debug, Clone, Copy)]
+struct WaitModel {
+    capacity: u32,
+    free: u32,
+    mean_handle_seconds: f64,
+}
+
+impl WaitModel {
+    fn estimate(self, position: usize) -> Option<u64> {
+        if self.capacity == 0 {
+            return None;
+        }
+        if position <= self.free as usize {
+            return Some(0);
+        }
+        // Each slot frees up about once per mean handling time.
+        let ahead = (position - self.free as usize) as f64;
+        Some((ahead * self.mean_handle_seconds / f64::from(self.capacity)).ceil() as u64)
+    }
+}
+
+fn ack(conn: ConnId, sender: Sender, id: ConversationId, cid: Arc<str>, seq: u64, at: DateTime<Utc>) -> Effect {
+    match sender {
+        Sender::Advisor => Effect::ToAdvisor(
+            conn,
+            AdvisorEvent::Ack { conversation_id: id.to_string(), client_msg_id: cid, seq, sent_at: at },
+        ),
+        _ => Effect::ToCitizen(conn, CitizenEvent::Ack { client_msg_id: cid, seq, sent_at: at }),
+    }
+}
+
+/// Trims an optional text field; empty becomes `None`; too long is an error.
+fn optional_text(value: Option<String>, max_chars: usize, name: &str) -> Result<Option<Arc<str>>, String> {
+    let Some(value) = value else { return Ok(None) };
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    if trimmed.chars().count() > max_chars {
+        return Err(format!("{name} is longer than {max_chars} characters"));
+    }
+    if trimmed.chars().any(|c| c.is_control()) {
+        return Err(format!("{name} must not contain control characters"));
+    }
+    Ok(Some(trimmed.into()))
+}
+
+/// 128 random bits as 32 hex digits.
+pub fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

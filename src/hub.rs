@@ -1,0 +1,181 @@
+//! The hub: the task that owns the chat core and carries out its effects.
+//!
+//! Architecture invariant: only this task touches routing state. Connection
+//! tasks send it [`HubCommand`]s over one channel; it applies them to the
+//! [`ChatCore`] in arrival order, then delivers the resulting frames to the
+//! connections' outboxes and the writes to the group-commit writer. Because
+//! one task decides, a citizen can never be handed to two advisors.
+//!
+//! For scale-out, this is the seam: a hub on several nodes would exchange
+//! these same commands through a shared engine instead of a local channel.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::Clock;
+use crate::domain::chat::{ChatCore, CloseReason, ConnId, Effect, Input, LiveFigures};
+use crate::protocol::ws::{AdvisorEvent, CitizenEvent};
+use crate::storage::WriterHandle;
+
+/// A frame (or a close) for one connection. Events are boxed so the outbox
+/// channel's slots stay small: every idle connection holds one.
+#[derive(Debug)]
+pub enum Outgoing {
+    Citizen(Box<CitizenEvent>),
+    Advisor(Box<AdvisorEvent>),
+    Close(CloseReason),
+}
+
+/// How many frames may wait for a slow connection before it is dropped (it
+/// can resume and catch up by `seq`).
+pub const OUTBOX_CAPACITY: usize = 256;
+
+#[derive(Debug)]
+pub enum HubCommand {
+    /// A connection's outbox; sent before its `…Connected` input.
+    Attach {
+        conn: ConnId,
+        outbox: mpsc::Sender<Outgoing>,
+    },
+    Input(Input),
+    /// Live figures for the dashboard and metrics.
+    Figures(oneshot::Sender<LiveFigures>),
+    /// Stop admitting, tell every client, flush storage, then answer.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cloneable handle for sending commands to the hub.
+#[derive(Debug, Clone)]
+pub struct HubHandle {
+    tx: mpsc::UnboundedSender<HubCommand>,
+}
+
+impl HubHandle {
+    pub fn send(&self, command: HubCommand) {
+        // The hub outlives every connection; if it is gone the server is stopping.
+        let _ = self.tx.send(command);
+    }
+
+    pub fn input(&self, input: Input) {
+        self.send(HubCommand::Input(input));
+    }
+
+    pub async fn figures(&self) -> Option<LiveFigures> {
+        let (tx, rx) = oneshot::channel();
+        self.send(HubCommand::Figures(tx));
+        rx.await.ok()
+    }
+
+    /// Runs the shutdown sequence and waits for it (storage flushed).
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        self.send(HubCommand::Shutdown(tx));
+        let _ = rx.await;
+    }
+}
+
+/// Creates the hub's channel. The receiver goes to [`run`].
+pub fn channel() -> (HubHandle, mpsc::UnboundedReceiver<HubCommand>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (HubHandle { tx }, rx)
+}
+
+/// The hub task. Ends after a shutdown, once the writer has flushed.
+pub async fn run(
+    mut core: ChatCore,
+    mut commands: mpsc::UnboundedReceiver<HubCommand>,
+    clock: Arc<dyn Clock>,
+    writer: WriterHandle,
+    writer_task: tokio::task::JoinHandle<()>,
+    tick: Duration,
+) {
+    let mut outboxes: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
+    let mut effects = Vec::new();
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut batch = Vec::with_capacity(64);
+    let done = loop {
+        tokio::select! {
+            biased;
+            n = commands.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    break None;
+                }
+                let now = clock.now();
+                let mut shutdown = None;
+                for command in batch.drain(..) {
+                    match command {
+                        HubCommand::Attach { conn, outbox } => {
+                            outboxes.insert(conn, outbox);
+                        }
+                        HubCommand::Input(input) => {
+                            let gone = match &input {
+                                Input::CitizenGone { conn } | Input::AdvisorGone { conn } => Some(*conn),
+                                _ => None,
+                            };
+                            core.handle(now, input, &mut effects);
+                            if let Some(conn) = gone {
+                                outboxes.remove(&conn);
+                            }
+                        }
+                        HubCommand::Figures(reply) => {
+                            let _ = reply.send(core.live_figures(now));
+                        }
+                        HubCommand::Shutdown(reply) => {
+                            core.handle(now, Input::Shutdown, &mut effects);
+                            shutdown = Some(reply);
+                        }
+                    }
+                }
+                deliver(&mut outboxes, &writer, &mut effects);
+                if shutdown.is_some() {
+                    break shutdown;
+                }
+            }
+            _ = ticker.tick() => {
+                core.handle(clock.now(), Input::Tick, &mut effects);
+                deliver(&mut outboxes, &writer, &mut effects);
+            }
+        }
+    };
+    // Flush: dropping the last writer handle lets the writer drain and stop.
+    drop(writer);
+    drop(outboxes);
+    let _ = writer_task.await;
+    if let Some(reply) = done {
+        let _ = reply.send(());
+    }
+}
+
+fn deliver(outboxes: &mut HashMap<ConnId, mpsc::Sender<Outgoing>>, writer: &WriterHandle, effects: &mut Vec<Effect>) {
+    for effect in effects.drain(..) {
+        let (conn, frame) = match effect {
+            Effect::Store(op) => {
+                if !writer.submit(op) {
+                    tracing::error!("the storage writer has stopped; a write was not queued");
+                }
+                continue;
+            }
+            Effect::ToCitizen(conn, event) => (conn, Outgoing::Citizen(Box::new(event))),
+            Effect::ToAdvisor(conn, event) => (conn, Outgoing::Advisor(Box::new(event))),
+            Effect::Close(conn, reason) => {
+                if let Some(outbox) = outboxes.remove(&conn) {
+                    let _ = outbox.try_send(Outgoing::Close(reason));
+                }
+                continue;
+            }
+        };
+        let Some(outbox) = outboxes.get(&conn) else {
+            continue;
+        };
+        if outbox.try_send(frame).is_err() {
+            // Full (the client does not read) or closed: drop the outbox; the
+            // connection ends and the client resumes from its last `seq`.
+            tracing::warn!(conn, "connection too slow to keep up; closing it");
+            outboxes.remove(&conn);
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The wire formats: WebSocket frames ([`ws`]) and HTTP bodies ([`hours`],
+//! [`http`]). Only this module knows JSON field names.
+
+pub mod hours;
+pub mod http;
+pub mod ws;

@@ -1,0 +1,211 @@
+//! The HTTP and WebSocket adapter: routes, shared state, start and shutdown.
+
+mod api;
+mod web;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chrono::TimeDelta;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::auth;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::chat::{ChatCore, ConnId, CoreSettings, Input};
+use crate::hub::{self, HubCommand, HubHandle};
+use crate::protocol::ws::NoticeView;
+use crate::storage::{Storage, StorageError, StoreWriter};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage ({url}): {source}")]
+    Storage { url: String, source: StorageError },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every request handler.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub storage: Storage,
+    pub hub: HubHandle,
+    next_conn: AtomicU64,
+}
+
+impl App {
+    fn next_conn(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: JoinHandle<Result<(), std::io::Error>>,
+}
+
+/// How long to wait for open HTTP requests after the hub has shut down.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Server {
+    /// Opens storage, recovers from any crash, starts the hub and serves on `listener`.
+    pub async fn start(config: Config, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+        let addr = listener.local_addr()?;
+        let storage_error = |source| StartError::Storage { url: redact(&config.database_url), source };
+        let storage = Storage::open(&config.database_url, &config.storage).await.map_err(storage_error)?;
+        let interrupted = storage.end_interrupted(clock.now()).await.map_err(storage_error)?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "conversations left open by the last run were ended as interrupted");
+        }
+        ensure_first_admin(&storage, clock.as_ref(), addr).await.map_err(storage_error)?;
+
+        let (hub_handle, hub_rx) = hub::channel();
+        let for_writer = hub_handle.clone();
+        let (writer, writer_task) =
+            StoreWriter::spawn(storage.clone(), config.storage.max_batch, move |results, _took| {
+                for_writer.send(HubCommand::Input(Input::Committed(results)));
+            });
+        let core = ChatCore::new(core_settings(&config));
+        let tick = Duration::from_millis(config.chat.queue_update_interval_ms.min(1000));
+        tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick));
+
+        let app = Arc::new(App { config, clock, storage, hub: hub_handle, next_conn: AtomicU64::new(1) });
+        let router = routes(app.clone());
+        let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+        let hub_for_shutdown = app.hub.clone();
+        let task = tokio::spawn(async move {
+            let mut signal = shutdown_rx.clone();
+            let graceful = async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+                hub_for_shutdown.shutdown().await;
+            };
+            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(graceful);
+            tokio::select! {
+                result = serve => result,
+                _ = async {
+                    let _ = shutdown_rx.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(DRAIN_TIMEOUT).await;
+                } => Ok(()),
+            }
+        });
+        tracing::info!(%addr, storage = app.storage.backend(), config = %app.config.source, "kommunchat started");
+        Ok(Server { addr, app, shutdown, task })
+    }
+
+    /// Stops admitting, tells clients, flushes storage, stops serving.
+    pub async fn shutdown(self) -> Result<(), std::io::Error> {
+        let _ = self.shutdown.send(true);
+        let result = self.task.await.unwrap_or(Ok(()));
+        self.app.storage.close().await;
+        result
+    }
+}
+
+/// Runs the server until `signal` completes, then shuts down cleanly.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    signal: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let server = Server::start(config, listener, clock).await?;
+    println!("kommunchat listening on http://{}", server.addr);
+    signal.await;
+    tracing::info!("shutting down: no new chats; telling clients; flushing storage");
+    server.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn routes(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/api/v1/hours", get(api::hours))
+        .route("/api/v1/login", post(api::login))
+        .route("/api/v1/logout", post(api::logout))
+        .route("/api/v1/me", get(api::me))
+        .route("/ws/citizen", get(ws::citizen))
+        .route("/ws/advisor", get(ws::advisor))
+        .merge(web::routes())
+        .fallback(api::not_found)
+        .with_state(app)
+}
+
+fn core_settings(config: &Config) -> CoreSettings {
+    let secs = |s: u64| TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+    let chat = &config.chat;
+    CoreSettings {
+        hours: config.hours.clone(),
+        admission: config.admission,
+        max_chats_per_advisor: chat.max_chats_per_advisor,
+        advisor_grace: secs(chat.advisor_grace_seconds),
+        citizen_grace: secs(chat.citizen_grace_seconds),
+        inactivity_warning: secs(chat.inactivity_warning_seconds),
+        inactivity_end: secs(chat.inactivity_end_seconds),
+        max_message_bytes: chat.max_message_bytes,
+        queue_update_interval: TimeDelta::milliseconds(i64::try_from(chat.queue_update_interval_ms).unwrap_or(1000)),
+        assumed_handle: secs(chat.assumed_handle_seconds),
+        categories: chat.categories.clone(),
+        notice: NoticeView {
+            organisation: config.contact.organisation.clone(),
+            public_record_notice: config.contact.public_record_notice.clone(),
+            privacy_policy_url: config.contact.privacy_policy_url.clone(),
+            phone: config.contact.phone.clone(),
+            visiting_address: config.contact.visiting_address.clone(),
+        },
+    }
+}
+
+/// On first start with no accounts, creates `admin` with a random password
+/// and prints it once.
+async fn ensure_first_admin(storage: &Storage, clock: &dyn Clock, addr: SocketAddr) -> Result<(), StorageError> {
+    if storage.user_count().await? > 0 {
+        return Ok(());
+    }
+    let password = auth::generate_password();
+    let hash = auth::hash_password(&password).map_err(StorageError::Setup)?;
+    match storage.create_user("admin", "Administratör", "admin", &hash, clock.now()).await {
+        Ok(_) => {
+            println!(
+                "First start: created the account \"admin\" with the password {password}\n\
+                 It is shown only now. Sign in at http://{addr}/admin and change it with: kommunchat user passwd admin"
+            );
+            Ok(())
+        }
+        // Another node created it at the same moment.
+        Err(e) if e.is_unique_violation() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The database URL without a password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

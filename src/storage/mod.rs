@@ -1,0 +1,603 @@
+//! Storage: one interface, two backends (embedded SQLite, PostgreSQL).
+//!
+//! Both backends run the same SQL text: `$1`-style parameters (SQLite accepts
+//! them too), milliseconds since the epoch as 64-bit integers, text ids. The
+//! [`on_db!`] macro writes each query once and runs it against whichever pool
+//! is configured. Schemas live in `migrations/sqlite` and `migrations/postgres`.
+
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use writer::{StoreWriter, WriterHandle};
+
+use crate::config::{SqliteSynchronous as SyncSetting, StorageConfig};
+use crate::domain::chat::{Committed, StoreOp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl StorageError {
+    /// True when the row already exists (a unique constraint).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StorageError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the configured pool, whichever backend it is.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    db: Db,
+}
+
+/// A user account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub role: String,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One stored message of a transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptLine {
+    pub seq: i64,
+    pub sender: String,
+    pub sender_name: Option<String>,
+    pub client_msg_id: Option<String>,
+    pub body: String,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// A conversation with its errand fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrandRecord {
+    pub conversation_id: String,
+    pub errand_number: Option<String>,
+    pub queued_at: DateTime<Utc>,
+    pub first_assigned_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub advisor_name: Option<String>,
+    pub citizen_name: Option<String>,
+    pub topic: Option<String>,
+    pub category: Option<String>,
+    pub summary: Option<String>,
+    pub end_reason: Option<String>,
+    pub outcome: Option<String>,
+    pub transcript: Vec<TranscriptLine>,
+}
+
+pub fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+impl Storage {
+    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    pub async fn open(url: &str, config: &StorageConfig) -> Result<Storage, StorageError> {
+        let db = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match config.sqlite_synchronous {
+                    SyncSetting::Full => SqliteSynchronous::Full,
+                    SyncSetting::Normal => SqliteSynchronous::Normal,
+                })
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            if let Some(dir) = Path::new(options.get_filename()).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StorageError::Setup(format!("cannot create the data directory {}: {e}", dir.display()))
+                })?;
+            }
+            let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Db::Sqlite(pool)
+        } else {
+            let pool =
+                PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Db::Postgres(pool)
+        };
+        Ok(Storage { db })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        on_db!(&self.db, pool => { sqlx::query("SELECT 1").execute(pool).await?; });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_db!(&self.db, pool => pool.close().await);
+    }
+
+    /// Applies a batch of writes in one transaction (a group commit) and
+    /// returns one answer per write, in order.
+    pub async fn apply(&self, ops: &[StoreOp]) -> Result<Vec<Committed>, StorageError> {
+        on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let mut results = Vec::with_capacity(ops.len());
+            let mut i = 0;
+            while i < ops.len() {
+                // Consecutive messages go in one multi-row INSERT.
+                let run = ops[i..].iter().take_while(|op| matches!(op, StoreOp::Message { .. })).count();
+                if run > 0 {
+                    for chunk in ops[i..i + run].chunks(MESSAGE_ROWS_PER_INSERT) {
+                        let sql = message_insert_sql(chunk.len());
+                        let mut q = sqlx::query(&sql);
+                        for op in chunk {
+                            if let StoreOp::Message { conversation, seq, sender, advisor, sender_name, client_msg_id, text, at } = op {
+                                q = q
+                                    .bind(conversation.to_string())
+                                    .bind(*seq as i64)
+                                    .bind(sender.as_str())
+                                    .bind(*advisor)
+                                    .bind(sender_name.as_deref())
+                                    .bind(client_msg_id.as_deref())
+                                    .bind(&**text)
+                                    .bind(millis(*at));
+                                results.push(Committed::Message { conversation: *conversation, seq: *seq });
+                            }
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                    i += run;
+                    continue;
+                }
+                let op = &ops[i];
+                i += 1;
+                let result = match op {
+                    StoreOp::Message { .. } => unreachable!("handled above"),
+                    StoreOp::Created { conversation, at, citizen_name, topic, language } => {
+                        sqlx::query("INSERT INTO conversations (id, queued_at, citizen_name, topic, language) VALUES ($1, $2, $3, $4, $5)")
+                            .bind(conversation.to_string())
+                            .bind(millis(*at))
+                            .bind(citizen_name.as_deref())
+                            .bind(topic.as_deref())
+                            .bind(language.as_deref())
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at) VALUES ($1, 'joined', $2)")
+                            .bind(conversation.to_string())
+                            .bind(millis(*at))
+                            .execute(&mut *tx)
+                            .await?;
+                        Committed::Done
+                    }
+                    StoreOp::Refused { at, reason } => {
+                        sqlx::query("INSERT INTO queue_events (kind, at, detail) VALUES ('refused', $1, $2)")
+                            .bind(millis(*at))
+                            .bind(reason.code())
+                            .execute(&mut *tx)
+                            .await?;
+                        Committed::Done
+                    }
+                    StoreOp::Assigned { conversation, at, advisor, advisor_name, errand_year, first } => {
+                        let id = conversation.to_string();
+                        sqlx::query("UPDATE conversations SET advisor_id = $1, advisor_name = $2, first_assigned_at = COALESCE(first_assigned_at, $3) WHERE id = $4")
+                            .bind(*advisor)
+                            .bind(&**advisor_name)
+                            .bind(millis(*at))
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, advisor_id) VALUES ($1, $2, $3, $4)")
+                            .bind(&id)
+                            .bind(if *first { "assigned" } else { "transferred" })
+                            .bind(millis(*at))
+                            .bind(*advisor)
+                            .execute(&mut *tx)
+                            .await?;
+                        let existing: Option<String> = sqlx::query("SELECT errand_number FROM conversations WHERE id = $1")
+                            .bind(&id)
+                            .fetch_one(&mut *tx)
+                            .await?
+                            .try_get("errand_number")?;
+                        match existing {
+                            Some(number) => Committed::Assigned { conversation: *conversation, errand_number: number },
+                            None => {
+                                let next: i64 = sqlx::query(
+                                    "INSERT INTO errand_counters (year, last) VALUES ($1, 1) \
+                                     ON CONFLICT (year) DO UPDATE SET last = errand_counters.last + 1 RETURNING last",
+                                )
+                                .bind(i64::from(*errand_year))
+                                .fetch_one(&mut *tx)
+                                .await?
+                                .try_get("last")?;
+                                let number = format!("{errand_year}-{next:06}");
+                                sqlx::query("UPDATE conversations SET errand_number = $1 WHERE id = $2")
+                                    .bind(&number)
+                                    .bind(&id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                Committed::Assigned { conversation: *conversation, errand_number: number }
+                            }
+                        }
+                    }
+                    StoreOp::Requeued { conversation, at, advisor } => {
+                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, advisor_id) VALUES ($1, 'requeued', $2, $3)")
+                            .bind(conversation.to_string())
+                            .bind(millis(*at))
+                            .bind(*advisor)
+                            .execute(&mut *tx)
+                            .await?;
+                        Committed::Done
+                    }
+                    StoreOp::Ended { conversation, at, reason, outcome, category, summary } => {
+                        let id = conversation.to_string();
+                        sqlx::query("UPDATE conversations SET ended_at = $1, end_reason = $2, outcome = $3, category = COALESCE($4, category), summary = COALESCE($5, summary) WHERE id = $6")
+                            .bind(millis(*at))
+                            .bind(reason.as_str())
+                            .bind(outcome.as_str())
+                            .bind(category.as_deref())
+                            .bind(summary.as_deref())
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, detail) VALUES ($1, 'ended', $2, $3)")
+                            .bind(&id)
+                            .bind(millis(*at))
+                            .bind(reason.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        Committed::Ended { conversation: *conversation }
+                    }
+                    StoreOp::Classified { conversation, category, summary } => {
+                        sqlx::query("UPDATE conversations SET category = COALESCE($1, category), summary = COALESCE($2, summary) WHERE id = $3")
+                            .bind(category.as_deref())
+                            .bind(summary.as_deref())
+                            .bind(conversation.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                        Committed::Classified { conversation: *conversation }
+                    }
+                };
+                results.push(result);
+            }
+            tx.commit().await?;
+            Ok(results)
+        })
+    }
+
+    /// After a crash or restart: every conversation still open is ended as
+    /// `interrupted` (an errand if it had reached an advisor). Returns how many.
+    pub async fn end_interrupted(&self, now: DateTime<Utc>) -> Result<u64, StorageError> {
+        let done = on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, detail) SELECT id, 'ended', $1, 'interrupted' FROM conversations WHERE ended_at IS NULL")
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "UPDATE conversations SET ended_at = $1, end_reason = 'interrupted', \
+                 outcome = CASE WHEN first_assigned_at IS NULL THEN 'abandoned' ELSE 'served' END \
+                 WHERE ended_at IS NULL",
+            )
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            done
+        });
+        Ok(done)
+    }
+
+    // ------------------------------------------------------------ errands (read)
+
+    /// A conversation by its id or errand number, with its transcript.
+    pub async fn errand(&self, id_or_number: &str) -> Result<Option<ErrandRecord>, StorageError> {
+        let row = on_db!(&self.db, pool => {
+            sqlx::query(
+                "SELECT id, errand_number, queued_at, first_assigned_at, ended_at, advisor_name, citizen_name, topic, category, summary, end_reason, outcome \
+                 FROM conversations WHERE id = $1 OR errand_number = $1",
+            )
+            .bind(id_or_number)
+            .fetch_optional(pool)
+            .await?
+            .map(|row| -> Result<ErrandRecord, sqlx::Error> {
+                Ok(ErrandRecord {
+                    conversation_id: row.try_get("id")?,
+                    errand_number: row.try_get("errand_number")?,
+                    queued_at: from_millis(row.try_get("queued_at")?),
+                    first_assigned_at: row.try_get::<Option<i64>, _>("first_assigned_at")?.map(from_millis),
+                    ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_millis),
+                    advisor_name: row.try_get("advisor_name")?,
+                    citizen_name: row.try_get("citizen_name")?,
+                    topic: row.try_get("topic")?,
+                    category: row.try_get("category")?,
+                    summary: row.try_get("summary")?,
+                    end_reason: row.try_get("end_reason")?,
+                    outcome: row.try_get("outcome")?,
+                    transcript: Vec::new(),
+                })
+            })
+            .transpose()?
+        });
+        let Some(mut errand) = row else {
+            return Ok(None);
+        };
+        errand.transcript = self.transcript(&errand.conversation_id).await?;
+        Ok(Some(errand))
+    }
+
+    pub async fn transcript(&self, conversation_id: &str) -> Result<Vec<TranscriptLine>, StorageError> {
+        let lines = on_db!(&self.db, pool => {
+            sqlx::query("SELECT seq, sender, sender_name, client_msg_id, body, sent_at FROM messages WHERE conversation_id = $1 ORDER BY seq")
+                .bind(conversation_id)
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| -> Result<TranscriptLine, sqlx::Error> {
+                    Ok(TranscriptLine {
+                        seq: row.try_get("seq")?,
+                        sender: row.try_get("sender")?,
+                        sender_name: row.try_get("sender_name")?,
+                        client_msg_id: row.try_get("client_msg_id")?,
+                        body: row.try_get("body")?,
+                        sent_at: from_millis(row.try_get("sent_at")?),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(lines)
+    }
+
+    /// Counts of queue events by kind (for tests and statistics).
+    pub async fn queue_event_count(&self, kind: &str) -> Result<i64, StorageError> {
+        let n = on_db!(&self.db, pool => {
+            sqlx::query("SELECT COUNT(*) AS n FROM queue_events WHERE kind = $1")
+                .bind(kind)
+                .fetch_one(pool)
+                .await?
+                .try_get::<i64, _>("n")?
+        });
+        Ok(n)
+    }
+
+    // ------------------------------------------------------------ users
+
+    pub async fn user_count(&self) -> Result<i64, StorageError> {
+        let n = on_db!(&self.db, pool => {
+            sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(pool).await?.try_get::<i64, _>("n")?
+        });
+        Ok(n)
+    }
+
+    pub async fn create_user(
+        &self,
+        username: &str,
+        display_name: &str,
+        role: &str,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StorageError> {
+        let id = on_db!(&self.db, pool => {
+            sqlx::query("INSERT INTO users (username, display_name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+                .bind(username)
+                .bind(display_name)
+                .bind(role)
+                .bind(password_hash)
+                .bind(millis(now))
+                .fetch_one(pool)
+                .await?
+                .try_get::<i64, _>("id")?
+        });
+        Ok(id)
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>, StorageError> {
+        Ok(self.users(UserKey::Name(username)).await?.into_iter().next())
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>, StorageError> {
+        Ok(self.users(UserKey::Id(id)).await?.into_iter().next())
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StorageError> {
+        self.users(UserKey::All).await
+    }
+
+    async fn users(&self, key: UserKey<'_>) -> Result<Vec<UserRecord>, StorageError> {
+        let condition = match key {
+            UserKey::Name(_) => "username = $1",
+            UserKey::Id(_) => "id = $1",
+            UserKey::All => "1 = 1",
+        };
+        let sql = format!(
+            "SELECT id, username, display_name, role, password_hash, created_at FROM users WHERE {condition} ORDER BY username"
+        );
+        let users = on_db!(&self.db, pool => {
+            let q = sqlx::query(&sql);
+            let q = match key {
+                UserKey::Name(name) => q.bind(name),
+                UserKey::Id(id) => q.bind(id),
+                UserKey::All => q,
+            };
+            q.fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| -> Result<UserRecord, sqlx::Error> {
+                    Ok(UserRecord {
+                        id: row.try_get("id")?,
+                        username: row.try_get("username")?,
+                        display_name: row.try_get("display_name")?,
+                        role: row.try_get("role")?,
+                        password_hash: row.try_get("password_hash")?,
+                        created_at: from_millis(row.try_get("created_at")?),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(users)
+    }
+
+    /// Removes a user and their sessions; true if there was one.
+    pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
+        let n = on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE username = $1)")
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query("DELETE FROM users WHERE username = $1").bind(username).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            n
+        });
+        Ok(n > 0)
+    }
+
+    /// Sets a new password hash and ends every session of the user; true if the user exists.
+    pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StorageError> {
+        let n = on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+                .bind(password_hash)
+                .bind(username)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE username = $1)")
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        });
+        Ok(n > 0)
+    }
+
+    // ------------------------------------------------------------ sessions
+
+    pub async fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        on_db!(&self.db, pool => {
+            sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(token_hash)
+                .bind(user_id)
+                .bind(millis(now))
+                .bind(millis(expires))
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The user of an unexpired session.
+    pub async fn session_user(&self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<UserRecord>, StorageError> {
+        let user_id: Option<i64> = on_db!(&self.db, pool => {
+            sqlx::query("SELECT user_id FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+                .bind(token_hash)
+                .bind(millis(now))
+                .fetch_optional(pool)
+                .await?
+                .map(|row| row.try_get::<i64, _>("user_id"))
+                .transpose()?
+        });
+        let Some(user_id) = user_id else {
+            return Ok(None);
+        };
+        self.user_by_id(user_id).await
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<(), StorageError> {
+        on_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<u64, StorageError> {
+        let n = on_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(millis(now)).execute(pool).await?.rows_affected()
+        });
+        Ok(n)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum UserKey<'a> {
+    Name(&'a str),
+    Id(i64),
+    All,
+}
+
+/// Rows per multi-row message INSERT: 8 parameters each, well under both
+/// backends' parameter limits (SQLite 32766, PostgreSQL 65535).
+const MESSAGE_ROWS_PER_INSERT: usize = 256;
+
+fn message_insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO messages (conversation_id, seq, sender, advisor_id, sender_name, client_msg_id, body, sent_at) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let b = r * 8;
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+            b + 8
+        ));
+    }
+    sql
+}
