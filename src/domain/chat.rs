@@ -90,7 +90,7 @@ pub enum Input {
     },
     /// Storage made these writes durable, in order.
     Committed(Vec<Committed>),
-    /// Periodic: grace periods, inactivity, queue positions.
+    /// Once per queue-update interval: grace periods, inactivity, queue positions.
     Tick,
     /// Stop admitting; tell everyone.
     Shutdown,
@@ -322,7 +322,6 @@ pub struct ChatCore {
     /// Smoothed handling time in seconds, for wait estimates.
     mean_handle_seconds: f64,
     opening_cache: Option<(OpenStatus, DateTime<Utc>)>,
-    last_queue_walk: Option<DateTime<Utc>>,
     last_queue_summary: Option<QueueSummary>,
     shutting_down: bool,
 }
@@ -341,7 +340,6 @@ impl ChatCore {
             citizen_deadlines: BTreeSet::new(),
             mean_handle_seconds,
             opening_cache: None,
-            last_queue_walk: None,
             last_queue_summary: None,
             shutting_down: false,
         }
@@ -1549,12 +1547,9 @@ impl ChatCore {
 
         self.check_inactivity(now, out);
 
-        let due = self.last_queue_walk.is_none_or(|t| now - t >= self.settings.queue_update_interval);
-        if due {
-            self.last_queue_walk = Some(now);
-            self.send_queue_positions(now, out);
-            self.send_queue_summary(now, out);
-        }
+        // The adapter ticks once per queue-update interval: that is the throttle.
+        self.send_queue_positions(now, out);
+        self.send_queue_summary(now, out);
     }
 
     fn advisor_expired(&mut self, now: DateTime<Utc>, advisor_id: UserId, out: &mut Vec<Effect>) {

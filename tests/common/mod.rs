@@ -265,6 +265,24 @@ impl Client {
         }
     }
 
+    /// True if no frame of `kind` arrives within `quiet` (other frames are skipped).
+    pub async fn none_of(&mut self, kind: &str, quiet: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return true,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+                    if frame["type"] == kind {
+                        return false;
+                    }
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => return true,
+            }
+        }
+    }
+
     /// True if no frame arrives within `quiet`.
     pub async fn silent_for(&mut self, quiet: Duration) -> bool {
         tokio::time::timeout(quiet, self.ws.next()).await.is_err()

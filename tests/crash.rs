@@ -1,0 +1,167 @@
+//! `kill -9` of the server process under traffic: after a restart every
+//! acknowledged message is in the errand. Runs the real binary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Backend, Client, TestDb};
+use serde_json::json;
+
+/// Open around the clock, every day, so the test does not depend on when it runs.
+const ALWAYS_OPEN: &str = r#"
+[opening_hours]
+monday = ["00:00-24:00"]
+tuesday = ["00:00-24:00"]
+wednesday = ["00:00-24:00"]
+thursday = ["00:00-24:00"]
+friday = ["00:00-24:00"]
+saturday = ["00:00-24:00"]
+sunday = ["00:00-24:00"]
+public_holidays = ["00:00-24:00"]
+midsommarafton = ["00:00-24:00"]
+julafton = ["00:00-24:00"]
+nyarsafton = ["00:00-24:00"]
+day_before_holiday = []
+
+[chat]
+max_chats_per_advisor = 10
+"#;
+
+fn kommunchat(dir: &Path, db_url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kommunchat"));
+    cmd.current_dir(dir)
+        .env_remove("KOMMUNCHAT_CONFIG")
+        .env("KOMMUNCHAT_DATABASE_URL", db_url)
+        .env("KOMMUNCHAT_LOG", "warn");
+    cmd
+}
+
+/// Starts the server and returns it with its address.
+fn start(dir: &Path, db_url: &str) -> (Child, String) {
+    let mut child = kommunchat(dir, db_url)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("server starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = loop {
+        let line = lines.next().expect("server output").expect("utf-8");
+        if let Some(addr) = line.strip_prefix("kommunchat listening on http://") {
+            break addr.to_owned();
+        }
+    };
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("kommunchat.toml"), ALWAYS_OPEN).expect("config");
+    let db = TestDb::new(backend).await;
+
+    // The advisor account, through the CLI with the password on stdin.
+    let mut add = kommunchat(dir.path(), &db.url)
+        .args(["user", "add", "anna", "--role", "advisor", "--display-name", "Anna"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("user add");
+    add.stdin.take().expect("stdin").write_all(b"a long advisor password\n").expect("write");
+    assert!(add.wait().expect("wait").success());
+
+    let (mut server, addr) = start(dir.path(), &db.url);
+    let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    let http = reqwest::Client::new();
+    let login = http
+        .post(format!("http://{addr}/api/v1/login"))
+        .json(&json!({"username": "anna", "password": "a long advisor password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
+    let mut advisor = Client::connect(addr, "/ws/advisor", Some(&cookie)).await;
+    advisor.expect("welcome").await;
+    advisor.send(json!({"type": "status", "status": "available"})).await;
+
+    // Five citizens write as fast as they can; acks are recorded as they come.
+    let mut writers = Vec::new();
+    for c in 0..5 {
+        writers.push(tokio::spawn(async move {
+            let mut citizen = Client::connect(addr, "/ws/citizen", None).await;
+            citizen.expect("welcome").await;
+            citizen.send(json!({"type": "start", "display_name": format!("citizen {c}")})).await;
+            let queued = citizen.expect("queued").await;
+            let conversation = queued["conversation_id"].as_str().expect("id").to_owned();
+            let mut acked: HashMap<String, u64> = HashMap::new();
+            let mut sent = 0u32;
+            loop {
+                if sent < 5000 {
+                    for _ in 0..20 {
+                        let id = format!("m{sent}");
+                        let frame = json!({"type": "message", "client_msg_id": id, "text": format!("meddelande {sent} från {c}")});
+                        if futures::SinkExt::send(&mut citizen.ws, tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.is_err() {
+                            return (conversation, acked);
+                        }
+                        sent += 1;
+                    }
+                }
+                // Read whatever has arrived; a dead server ends the loop.
+                match tokio::time::timeout(Duration::from_millis(5), citizen.next()).await {
+                    Ok(Some(frame)) => {
+                        if frame["type"] == "ack" {
+                            acked.insert(frame["client_msg_id"].as_str().expect("id").to_owned(), frame["seq"].as_u64().expect("seq"));
+                        }
+                    }
+                    Ok(None) => return (conversation, acked),
+                    Err(_) => {}
+                }
+            }
+        }));
+    }
+    // Let traffic build up, then kill the server without warning.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.kill().expect("kill -9");
+    server.wait().expect("reaped");
+    let mut results = Vec::new();
+    for w in writers {
+        results.push(w.await.expect("writer"));
+    }
+    let acked_total: usize = results.iter().map(|(_, a)| a.len()).sum();
+    assert!(acked_total > 50, "traffic was under way when the server died ({acked_total} acks)");
+
+    // Restart: open conversations become interrupted errands; nothing acked is missing.
+    let (mut server, _addr) = start(dir.path(), &db.url);
+    let storage = kommunchat::storage::Storage::open(&db.url, &Default::default()).await.expect("open");
+    for (conversation, acked) in &results {
+        let errand = storage.errand(conversation).await.expect("query").expect("conversation stored");
+        assert_eq!(errand.end_reason.as_deref(), Some("interrupted"));
+        let stored: HashMap<String, i64> =
+            errand.transcript.iter().map(|l| (l.client_msg_id.clone().expect("client id"), l.seq)).collect();
+        for (id, seq) in acked {
+            assert_eq!(stored.get(id).copied(), Some(*seq as i64), "acknowledged {id} (seq {seq}) is stored");
+        }
+        // Seqs are unique and increasing in the stored transcript.
+        let seqs: Vec<i64> = errand.transcript.iter().map(|l| l.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    }
+    server.kill().expect("stop");
+    let _ = server.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_sqlite() {
+    kill_nine_loses_no_acknowledged_message(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_postgres() {
+    kill_nine_loses_no_acknowledged_message(Backend::Postgres).await;
+}
