@@ -20,3 +20,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --all-targets --locked --no-fail-fast
+
+# The web pages in a real browser (Chromium via playwright-core), with axe-core.
+./tests/browser/run.sh

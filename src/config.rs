@@ -171,6 +171,8 @@ pub struct ChatConfig {
     pub assumed_handle_seconds: u64,
     /// Categories an advisor picks from when ending a chat; empty: free text.
     pub categories: Vec<String>,
+    /// Ready-made replies offered in the advisor console.
+    pub canned_responses: Vec<String>,
 }
 
 impl Default for ChatConfig {
@@ -192,6 +194,14 @@ impl Default for ChatConfig {
                 "Trafik och gator",
                 "Vatten och avfall",
                 "Övrigt",
+            ]
+            .map(String::from)
+            .to_vec(),
+            canned_responses: [
+                "Hej! Jag heter {namn} och är kommunvägledare. Vad kan jag hjälpa dig med?",
+                "Ett ögonblick, jag tittar på det.",
+                "Du når oss också på telefon 042-10 50 00.",
+                "Tack för att du hörde av dig. Ha en fin dag!",
             ]
             .map(String::from)
             .to_vec(),
@@ -248,6 +258,16 @@ impl Default for StorageConfig {
     }
 }
 
+/// Who may embed the widget and talk to the server from other origins.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Origins of the municipal sites that embed the widget, e.g.
+    /// `https://helsingborg.se`. The widget's chat frame may be framed only by
+    /// these, and the citizen socket accepts only these and the server's own origin.
+    pub widget_origins: Vec<String>,
+}
+
 /// The whole configuration file as written.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -260,6 +280,7 @@ pub struct FileConfig {
     pub chat: ChatConfig,
     pub contact: ContactConfig,
     pub storage: StorageConfig,
+    pub security: SecurityConfig,
 }
 
 impl Default for FileConfig {
@@ -273,6 +294,7 @@ impl Default for FileConfig {
             chat: ChatConfig::default(),
             contact: ContactConfig::default(),
             storage: StorageConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -288,6 +310,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub contact: ContactConfig,
     pub storage: StorageConfig,
+    pub security: SecurityConfig,
     /// Where it came from, for the start-up log.
     pub source: String,
 }
@@ -460,6 +483,9 @@ impl FileConfig {
         if let Some(i) = c.categories.iter().position(|s| s.trim().is_empty()) {
             return Err(error(format!("chat.categories[{i}]"), "must not be empty".into()));
         }
+        if let Some(i) = c.canned_responses.iter().position(|s| s.trim().is_empty()) {
+            return Err(error(format!("chat.canned_responses[{i}]"), "must not be empty".into()));
+        }
         if self.admission.last_admission_minutes > 24 * 60 {
             return Err(error("admission.last_admission_minutes".into(), "must be at most 1440".into()));
         }
@@ -474,6 +500,17 @@ impl FileConfig {
         }
         if !(1..=100_000).contains(&self.storage.max_batch) {
             return Err(error("storage.max_batch".into(), "must be between 1 and 100000".into()));
+        }
+        for (i, o) in self.security.widget_origins.iter().enumerate() {
+            let valid = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o.ends_with('/')
+                && o.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
+            if !valid {
+                return Err(error(
+                    format!("security.widget_origins[{i}]"),
+                    format!("{o:?} is not an origin like \"https://kommun.se\" (scheme and host, no path)"),
+                ));
+            }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(error("log.level".into(), format!("not a valid log filter: {e}")));
@@ -491,6 +528,7 @@ impl FileConfig {
             chat: self.chat,
             contact: self.contact,
             storage: self.storage,
+            security: self.security,
             source: origin.to_owned(),
         })
     }

@@ -48,6 +48,7 @@ pub struct CoreSettings {
     pub queue_update_interval: TimeDelta,
     pub assumed_handle: TimeDelta,
     pub categories: Vec<String>,
+    pub canned_responses: Vec<String>,
     pub notice: NoticeView,
 }
 
@@ -1134,6 +1135,7 @@ impl ChatCore {
             status: a.status,
             max_chats: self.settings.max_chats_per_advisor,
             categories: self.settings.categories.clone(),
+            canned_responses: self.settings.canned_responses.clone(),
             max_message_bytes: self.settings.max_message_bytes,
             chats,
             queue: QueueSummary { waiting: self.queue.len(), longest_wait_seconds: self.longest_wait(now) },

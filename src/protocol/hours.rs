@@ -68,6 +68,18 @@ pub struct HoursView {
     pub next_closing: Option<String>,
     /// Dates in the next 14 days whose hours differ from the regular week.
     pub deviations: Vec<DayView>,
+    /// Who runs the chat and the alternatives to it, for the closed state.
+    pub contact: ContactView,
+}
+
+/// The organisation, the alternatives to chat and the public-record notice.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ContactView {
+    pub organisation: String,
+    pub phone: String,
+    pub visiting_address: String,
+    pub privacy_policy_url: String,
+    pub public_record_notice: String,
 }
 
 /// How many days ahead `deviations` looks.
@@ -88,7 +100,7 @@ pub fn reason_now(status: &OpenStatus) -> (String, &'static str) {
 }
 
 impl HoursView {
-    pub fn new(hours: &OpeningHours, status: &OpenStatus) -> HoursView {
+    pub fn new(hours: &OpeningHours, status: &OpenStatus, contact: ContactView) -> HoursView {
         let (reason, reason_code) = reason_now(status);
         HoursView {
             open_now: status.open,
@@ -100,6 +112,7 @@ impl HoursView {
             next_opening: status.next_opening.map(local_rfc3339),
             next_closing: status.next_closing.map(local_rfc3339),
             deviations: hours.deviations(status.today.date, DEVIATION_DAYS).iter().map(DayView::from).collect(),
+            contact,
         }
     }
 }

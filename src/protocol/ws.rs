@@ -378,6 +378,7 @@ pub enum AdvisorEvent {
         status: AdvisorStatus,
         max_chats: u32,
         categories: Vec<String>,
+        canned_responses: Vec<String>,
         max_message_bytes: usize,
         chats: Vec<ChatView>,
         queue: QueueSummary,

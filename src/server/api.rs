@@ -12,7 +12,7 @@ use chrono::TimeDelta;
 use super::App;
 use crate::auth::{self, Role, SESSION_COOKIE};
 use crate::domain::chat::Input;
-use crate::protocol::hours::HoursView;
+use crate::protocol::hours::{ContactView, HoursView};
 use crate::protocol::http::{ErrorBody, LoginRequest, MeView};
 use crate::storage::UserRecord;
 
@@ -88,7 +88,15 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, Respons
 pub async fn hours(State(app): State<Arc<App>>) -> Json<HoursView> {
     let now = app.clock.now();
     let status = app.config.hours.status(now);
-    Json(HoursView::new(&app.config.hours, &status))
+    let c = &app.config.contact;
+    let contact = ContactView {
+        organisation: c.organisation.clone(),
+        phone: c.phone.clone(),
+        visiting_address: c.visiting_address.clone(),
+        privacy_policy_url: c.privacy_policy_url.clone(),
+        public_record_notice: c.public_record_notice.clone(),
+    };
+    Json(HoursView::new(&app.config.hours, &status, contact))
 }
 
 pub async fn not_found() -> ApiError {

@@ -164,6 +164,7 @@ fn core_settings(config: &Config) -> CoreSettings {
         queue_update_interval: TimeDelta::milliseconds(i64::try_from(chat.queue_update_interval_ms).unwrap_or(1000)),
         assumed_handle: secs(chat.assumed_handle_seconds),
         categories: chat.categories.clone(),
+        canned_responses: chat.canned_responses.clone(),
         notice: NoticeView {
             organisation: config.contact.organisation.clone(),
             public_record_notice: config.contact.public_record_notice.clone(),
