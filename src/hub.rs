@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::domain::chat::{ChatCore, CloseReason, ConnId, Effect, Input, LiveFigures};
@@ -83,7 +83,11 @@ pub fn channel() -> (HubHandle, mpsc::UnboundedReceiver<HubCommand>) {
     (HubHandle { tx }, rx)
 }
 
+/// How often the live figures for dashboards are published at most.
+const LIVE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The hub task. Ends after a shutdown, once the writer has flushed.
+/// `live` receives the live figures whenever they change, at most once per second.
 pub async fn run(
     mut core: ChatCore,
     mut commands: mpsc::UnboundedReceiver<HubCommand>,
@@ -91,7 +95,9 @@ pub async fn run(
     writer: WriterHandle,
     writer_task: tokio::task::JoinHandle<()>,
     tick: Duration,
+    live: watch::Sender<Arc<LiveFigures>>,
 ) {
+    let mut last_live = tokio::time::Instant::now() - LIVE_INTERVAL;
     let mut outboxes: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
     let mut effects = Vec::new();
     let mut ticker = tokio::time::interval(tick);
@@ -136,8 +142,20 @@ pub async fn run(
                 }
             }
             _ = ticker.tick() => {
-                core.handle(clock.now(), Input::Tick, &mut effects);
+                let now = clock.now();
+                core.handle(now, Input::Tick, &mut effects);
                 deliver(&mut outboxes, &writer, &mut effects);
+                if last_live.elapsed() >= LIVE_INTERVAL {
+                    last_live = tokio::time::Instant::now();
+                    let figures = core.live_figures(now);
+                    live.send_if_modified(|current| {
+                        let changed = **current != figures;
+                        if changed {
+                            *current = Arc::new(figures);
+                        }
+                        changed
+                    });
+                }
             }
         }
     };

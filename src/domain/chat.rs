@@ -306,6 +306,20 @@ pub struct LiveFigures {
     pub advisors_busy: usize,
     pub advisors_away: usize,
     pub active_chats: usize,
+    /// Whether chats are admitted now, and why.
+    pub opening: OpeningView,
+    /// Every advisor the hub knows (connected, or within their grace period).
+    pub advisors: Vec<AdvisorFigure>,
+}
+
+/// One advisor in the live view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvisorFigure {
+    pub username: String,
+    pub display_name: String,
+    pub status: AdvisorStatus,
+    pub active_chats: u32,
+    pub connected: bool,
 }
 
 /// The chat core. See the module documentation.
@@ -446,7 +460,20 @@ impl ChatCore {
         self.mean_handle_seconds = (1.0 - WEIGHT) * self.mean_handle_seconds + WEIGHT * seconds.max(1.0);
     }
 
-    pub fn live_figures(&self, now: DateTime<Utc>) -> LiveFigures {
+    pub fn live_figures(&mut self, now: DateTime<Utc>) -> LiveFigures {
+        let opening = self.opening_view(now);
+        let mut advisors: Vec<AdvisorFigure> = self
+            .advisors
+            .values()
+            .map(|a| AdvisorFigure {
+                username: a.profile.username.clone(),
+                display_name: a.profile.display_name.to_string(),
+                status: if a.conn.is_some() { a.status } else { AdvisorStatus::Offline },
+                active_chats: a.active,
+                connected: a.conn.is_some(),
+            })
+            .collect();
+        advisors.sort_by(|a, b| a.username.cmp(&b.username));
         let online: Vec<_> = self.advisors.values().filter(|a| a.conn.is_some()).collect();
         let available = |a: &&&Advisor| a.status == AdvisorStatus::Available;
         LiveFigures {
@@ -465,6 +492,8 @@ impl ChatCore {
                 .count(),
             advisors_away: online.iter().filter(|a| a.status != AdvisorStatus::Available).count(),
             active_chats: self.advisors.values().map(|a| a.active as usize).sum(),
+            opening,
+            advisors,
         }
     }
 

@@ -32,6 +32,8 @@ pub enum ApiError {
     Forbidden,
     #[error("no such resource")]
     NotFound,
+    #[error("{0}")]
+    Conflict(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -56,6 +58,7 @@ impl IntoResponse for ApiError {
             ApiError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -179,6 +182,15 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
         .find(|(name, _)| *name == SESSION_COOKIE)
         .map(|(_, value)| value)
         .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The signed-in admin, or 401/403.
+pub async fn signed_in_admin(app: &App, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
+    let user = signed_in(app, headers).await?;
+    if Role::parse(&user.role) != Some(Role::Admin) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(user)
 }
 
 /// The signed-in user, or 401.

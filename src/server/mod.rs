@@ -1,5 +1,6 @@
 //! The HTTP and WebSocket adapter: routes, shared state, start and shutdown.
 
+mod admin;
 mod api;
 mod web;
 mod ws;
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::auth;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::domain::chat::{ChatCore, ConnId, CoreSettings, Input};
+use crate::domain::chat::{ChatCore, ConnId, CoreSettings, Input, LiveFigures};
 use crate::hub::{self, HubCommand, HubHandle};
 use crate::protocol::ws::NoticeView;
 use crate::storage::{Storage, StorageError, StoreWriter};
@@ -42,6 +43,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub storage: Storage,
     pub hub: HubHandle,
+    /// The latest live figures, published by the hub.
+    pub live: tokio::sync::watch::Receiver<Arc<LiveFigures>>,
     next_conn: AtomicU64,
 }
 
@@ -81,11 +84,12 @@ impl Server {
             StoreWriter::spawn(storage.clone(), config.storage.max_batch, move |results, _took| {
                 for_writer.send(HubCommand::Input(Input::Committed(results)));
             });
-        let core = ChatCore::new(core_settings(&config));
+        let mut core = ChatCore::new(core_settings(&config));
+        let (live_tx, live) = tokio::sync::watch::channel(Arc::new(core.live_figures(clock.now())));
         let tick = Duration::from_millis(config.chat.queue_update_interval_ms.min(1000));
-        tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick));
+        tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick, live_tx));
 
-        let app = Arc::new(App { config, clock, storage, hub: hub_handle, next_conn: AtomicU64::new(1) });
+        let app = Arc::new(App { config, clock, storage, hub: hub_handle, live, next_conn: AtomicU64::new(1) });
         let router = routes(app.clone());
         let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
         let hub_for_shutdown = app.hub.clone();
@@ -142,6 +146,11 @@ fn routes(app: Arc<App>) -> Router {
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/logout", post(api::logout))
         .route("/api/v1/me", get(api::me))
+        .route("/api/v1/users", get(admin::list_users).post(admin::create_user))
+        .route("/api/v1/users/{username}", axum::routing::delete(admin::remove_user))
+        .route("/api/v1/users/{username}/password", post(admin::set_password))
+        .route("/api/v1/stats/live", get(admin::live))
+        .route("/ws/admin", get(admin::live_socket))
         .route("/ws/citizen", get(ws::citizen))
         .route("/ws/advisor", get(ws::advisor))
         .merge(web::routes())
