@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod storage;

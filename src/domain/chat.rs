@@ -153,6 +153,8 @@ pub enum StoreOp {
         at: DateTime<Utc>,
         advisor: UserId,
         advisor_name: Arc<str>,
+        /// When the citizen joined the queue (for wait-time metrics).
+        queued_at: DateTime<Utc>,
         errand_year: i32,
         /// The chat's first advisor: an errand number is allocated.
         first: bool,
@@ -1420,6 +1422,7 @@ impl ChatCore {
             at: now,
             advisor: to,
             advisor_name: to_name,
+            queued_at: c.queued_at,
             errand_year: local_date(now).year(),
             first: false,
         }));
@@ -1539,6 +1542,7 @@ impl ChatCore {
             at: now,
             advisor: advisor_id,
             advisor_name: name,
+            queued_at: c.queued_at,
             errand_year: local_date(now).year(),
             first,
         }));

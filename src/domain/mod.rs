@@ -6,3 +6,4 @@ pub mod calendar;
 pub mod chat;
 pub mod hours;
 pub mod queue;
+pub mod stats;

@@ -3,4 +3,5 @@
 
 pub mod hours;
 pub mod http;
+pub mod stats;
 pub mod ws;

@@ -108,6 +108,63 @@ pub async fn remove_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct StatsQuery {
+    from: String,
+    to: String,
+    #[serde(default)]
+    opening_hours_only: bool,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The longest range one report may cover.
+const MAX_STATS_DAYS: i64 = 366;
+
+/// `GET /api/v1/stats?from=YYYY-MM-DD&to=YYYY-MM-DD[&opening_hours_only=true][&format=csv]`.
+pub async fn history(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    signed_in_admin(&app, &headers).await?;
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let date = |s: &str, name: &str| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| ApiError::BadRequest(format!("{name} must be a date YYYY-MM-DD, got {s:?}")))
+    };
+    let (from, to) = (date(&q.from, "from")?, date(&q.to, "to")?);
+    if to < from {
+        return Err(ApiError::BadRequest("to is before from".into()));
+    }
+    if (to - from).num_days() >= MAX_STATS_DAYS {
+        return Err(ApiError::BadRequest(format!("a report covers at most {MAX_STATS_DAYS} days")));
+    }
+    // Fetch a day either side in UTC; the report itself cuts by local date.
+    let start = from.and_hms_opt(0, 0, 0).map(|d| d.and_utc() - chrono::TimeDelta::days(1));
+    let end = to.and_hms_opt(0, 0, 0).map(|d| d.and_utc() + chrono::TimeDelta::days(2));
+    let (Some(start), Some(end)) = (start, end) else { return Err(ApiError::BadRequest("date out of range".into())) };
+    let facts = app.storage.conversation_facts(start, end).await?;
+    let refusals = app.storage.refusals(start, end).await?;
+    let report = crate::domain::stats::compute(&facts, &refusals, from, to, q.opening_hours_only, &app.config.hours);
+    let view = crate::protocol::stats::StatsView::from(&report);
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(view).into_response()),
+        Some("csv") => Ok((
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"kommunchat-stats-{from}-{to}.csv\""),
+                ),
+            ],
+            crate::protocol::stats::to_csv(&view),
+        )
+            .into_response()),
+        Some(other) => Err(ApiError::BadRequest(format!("format must be json or csv, got {other:?}"))),
+    }
+}
+
 /// `GET /api/v1/stats/live`.
 pub async fn live(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<LiveView>, ApiError> {
     signed_in_admin(&app, &headers).await?;
@@ -121,6 +178,7 @@ pub async fn live_socket(State(app): State<Arc<App>>, headers: HeaderMap, upgrad
         return e.into_response();
     }
     upgrade.read_buffer_size(1024).write_buffer_size(0).max_message_size(4096).on_upgrade(move |socket| async move {
+        let _counted = app.metrics.connection("admin");
         push_live(socket, app).await;
     })
 }

@@ -87,6 +87,13 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, Respons
     }
 }
 
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let live = app.live.borrow().clone();
+    let body = app.metrics.render(&live);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
 /// `GET /api/v1/hours`: open now, why, today's hours, next changes, deviations ahead.
 pub async fn hours(State(app): State<Arc<App>>) -> Json<HoursView> {
     let now = app.clock.now();

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::chat::{ChatCore, ConnId, CoreSettings, Input, LiveFigures};
 use crate::hub::{self, HubCommand, HubHandle};
+use crate::metrics::Metrics;
 use crate::protocol::ws::NoticeView;
 use crate::storage::{Storage, StorageError, StoreWriter};
 
@@ -45,6 +46,7 @@ pub struct App {
     pub hub: HubHandle,
     /// The latest live figures, published by the hub.
     pub live: tokio::sync::watch::Receiver<Arc<LiveFigures>>,
+    pub metrics: Arc<Metrics>,
     next_conn: AtomicU64,
 }
 
@@ -80,8 +82,11 @@ impl Server {
 
         let (hub_handle, hub_rx) = hub::channel();
         let for_writer = hub_handle.clone();
+        let metrics = Arc::new(Metrics::new());
+        let for_metrics = metrics.clone();
         let (writer, writer_task) =
-            StoreWriter::spawn(storage.clone(), config.storage.max_batch, move |results, _took| {
+            StoreWriter::spawn(storage.clone(), config.storage.max_batch, move |ops, results, took| {
+                for_metrics.committed(ops, &results, took);
                 for_writer.send(HubCommand::Input(Input::Committed(results)));
             });
         let mut core = ChatCore::new(core_settings(&config));
@@ -89,7 +94,8 @@ impl Server {
         let tick = Duration::from_millis(config.chat.queue_update_interval_ms.min(1000));
         tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick, live_tx));
 
-        let app = Arc::new(App { config, clock, storage, hub: hub_handle, live, next_conn: AtomicU64::new(1) });
+        let app =
+            Arc::new(App { config, clock, storage, hub: hub_handle, live, metrics, next_conn: AtomicU64::new(1) });
         let router = routes(app.clone());
         let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
         let hub_for_shutdown = app.hub.clone();
@@ -142,6 +148,7 @@ fn routes(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
         .route("/api/v1/hours", get(api::hours))
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/logout", post(api::logout))
@@ -149,13 +156,30 @@ fn routes(app: Arc<App>) -> Router {
         .route("/api/v1/users", get(admin::list_users).post(admin::create_user))
         .route("/api/v1/users/{username}", axum::routing::delete(admin::remove_user))
         .route("/api/v1/users/{username}/password", post(admin::set_password))
+        .route("/api/v1/stats", get(admin::history))
         .route("/api/v1/stats/live", get(admin::live))
         .route("/ws/admin", get(admin::live_socket))
         .route("/ws/citizen", get(ws::citizen))
         .route("/ws/advisor", get(ws::advisor))
         .merge(web::routes())
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn(trace_request))
         .with_state(app)
+}
+
+/// One span per HTTP request; the outcome is logged at debug level (paths
+/// carry no citizen data, but the log stays quiet at `info`).
+async fn trace_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let response = next.run(request).await;
+        tracing::debug!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "answered");
+        response
+    }
+    .instrument(span)
+    .await
 }
 
 fn core_settings(config: &Config) -> CoreSettings {

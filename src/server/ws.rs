@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::App;
 use super::api::{ApiError, signed_in};
@@ -45,6 +46,7 @@ fn configure(upgrade: WebSocketUpgrade, app: &App) -> WebSocketUpgrade {
 /// `GET /ws/citizen`: anonymous.
 pub async fn citizen(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
     configure(upgrade, &app).on_upgrade(move |socket| async move {
+        let _counted = app.metrics.connection("citizen");
         let conn = app.next_conn();
         let decode = move |text: &str| {
             ws::decode::<CitizenRequest>(text).map(|request| Input::Citizen { conn, request }).map_err(|e| {
@@ -52,7 +54,8 @@ pub async fn citizen(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> 
                 ws::encode(&event)
             })
         };
-        run(socket, &app, conn, Input::CitizenConnected { conn }, decode).await;
+        let span = tracing::info_span!("connection", conn, role = "citizen");
+        run(socket, &app, conn, Input::CitizenConnected { conn }, decode).instrument(span).await;
         app.hub.input(Input::CitizenGone { conn });
     })
 }
@@ -73,6 +76,7 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
         role: user.role,
     };
     configure(upgrade, &app).on_upgrade(move |socket| async move {
+        let _counted = app.metrics.connection("advisor");
         let conn = app.next_conn();
         let decode = move |text: &str| {
             ws::decode::<AdvisorRequest>(text).map(|request| Input::Advisor { conn, request }).map_err(|e| {
@@ -85,7 +89,8 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
                 ws::encode(&event)
             })
         };
-        run(socket, &app, conn, Input::AdvisorConnected { conn, advisor: profile }, decode).await;
+        let span = tracing::info_span!("connection", conn, role = "advisor", user = profile.id);
+        run(socket, &app, conn, Input::AdvisorConnected { conn, advisor: profile }, decode).instrument(span).await;
         app.hub.input(Input::AdvisorGone { conn });
     })
 }

@@ -20,6 +20,7 @@ pub use writer::{StoreWriter, WriterHandle};
 
 use crate::config::{SqliteSynchronous as SyncSetting, StorageConfig};
 use crate::domain::chat::{Committed, StoreOp};
+use crate::domain::stats::{ConversationFacts, RefusalFact};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -219,7 +220,7 @@ impl Storage {
                             .await?;
                         Committed::Done
                     }
-                    StoreOp::Assigned { conversation, at, advisor, advisor_name, errand_year, first } => {
+                    StoreOp::Assigned { conversation, at, advisor, advisor_name, errand_year, first, .. } => {
                         let id = conversation.to_string();
                         sqlx::query("UPDATE conversations SET advisor_id = $1, advisor_name = $2, first_assigned_at = COALESCE(first_assigned_at, $3) WHERE id = $4")
                             .bind(*advisor)
@@ -388,6 +389,60 @@ impl Storage {
                 .collect::<Result<Vec<_>, _>>()?
         });
         Ok(lines)
+    }
+
+    /// The facts of conversations queued in `[from, to)`, for statistics.
+    pub async fn conversation_facts(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ConversationFacts>, StorageError> {
+        let facts = on_db!(&self.db, pool => {
+            sqlx::query(
+                "SELECT c.queued_at, c.first_assigned_at, c.ended_at, c.outcome, c.advisor_id, c.advisor_name, \
+                 (SELECT MIN(m.sent_at) FROM messages m WHERE m.conversation_id = c.id AND m.sender = 'advisor') AS first_response_at \
+                 FROM conversations c WHERE c.queued_at >= $1 AND c.queued_at < $2",
+            )
+            .bind(millis(from))
+            .bind(millis(to))
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|row| -> Result<ConversationFacts, sqlx::Error> {
+                let advisor_id: Option<i64> = row.try_get("advisor_id")?;
+                let advisor_name: Option<String> = row.try_get("advisor_name")?;
+                Ok(ConversationFacts {
+                    queued_at: from_millis(row.try_get("queued_at")?),
+                    first_assigned_at: row.try_get::<Option<i64>, _>("first_assigned_at")?.map(from_millis),
+                    ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_millis),
+                    outcome: row.try_get("outcome")?,
+                    advisor: advisor_id.map(|id| (id, advisor_name.unwrap_or_default())),
+                    first_response_at: row.try_get::<Option<i64>, _>("first_response_at")?.map(from_millis),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(facts)
+    }
+
+    /// Refused `start`s in `[from, to)`.
+    pub async fn refusals(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<RefusalFact>, StorageError> {
+        let refusals = on_db!(&self.db, pool => {
+            sqlx::query("SELECT at, detail FROM queue_events WHERE kind = 'refused' AND at >= $1 AND at < $2")
+                .bind(millis(from))
+                .bind(millis(to))
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| -> Result<RefusalFact, sqlx::Error> {
+                    Ok(RefusalFact {
+                        at: from_millis(row.try_get("at")?),
+                        reason: row.try_get::<Option<String>, _>("detail")?.unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(refusals)
     }
 
     /// Counts of queue events by kind (for tests and statistics).

@@ -37,7 +37,7 @@ impl StoreWriter {
     pub fn spawn(
         storage: Storage,
         max_batch: usize,
-        on_commit: impl Fn(Vec<Committed>, Duration) + Send + 'static,
+        on_commit: impl Fn(&[StoreOp], Vec<Committed>, Duration) + Send + 'static,
     ) -> (WriterHandle, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<StoreOp>();
         let task = tokio::spawn(async move {
@@ -52,7 +52,7 @@ impl StoreWriter {
                 }
                 let started = std::time::Instant::now();
                 let results = write_batch(&storage, &batch).await;
-                on_commit(results, started.elapsed());
+                on_commit(&batch, results, started.elapsed());
                 batch.clear();
             }
         });

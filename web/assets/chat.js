@@ -1,0 +1,623 @@
+// kommunchat: the citizen chat. Runs in the widget's iframe (or alone at /chat).
+// Protocol: docs/protocol.md. Message text is only ever set with textContent.
+import { T } from './chat-i18n.js';
+
+const TZ = 'Europe/Stockholm';
+const STORE = 'kommunchat-chat';
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const embedded = window.parent !== window;
+
+// ---------------------------------------------------------------- state
+
+function fresh(lang) {
+  return {
+    lang, langChosen: false, phase: 'idle', token: null, conversationId: null, lastSeq: 0,
+    position: null, wait: null, advisorName: null, errand: null, endReason: null, messages: [],
+    leaveRequested: false,
+  };
+}
+function load() {
+  try { return JSON.parse(sessionStorage.getItem(STORE)); } catch { return null; }
+}
+function save() {
+  try { sessionStorage.setItem(STORE, JSON.stringify(st)); } catch { /* storage blocked: the chat still works until reload */ }
+}
+const hostLang = (params.get('lang') || document.documentElement.lang || 'sv').toLowerCase().startsWith('en') ? 'en' : 'sv';
+let st = load() || fresh(hostLang);
+if (!st.langChosen) st.lang = hostLang;
+
+let ws = null;
+let welcome = null;
+let hours = null;
+let retry = 0;
+let retryTimer = null;
+let lost = false;
+let resuming = false;
+let typingSent = false;
+let typingTimer = null;
+let maxBytes = 16384;
+let lastAnnouncedPosition = null;
+
+// ---------------------------------------------------------------- text
+
+function t(key, vars) {
+  let s = (T[st.lang] && T[st.lang][key]) ?? T.sv[key] ?? key;
+  if (vars) for (const [k, v] of Object.entries(vars)) s = s.split(`{${k}}`).join(String(v));
+  return s;
+}
+function applyI18n() {
+  document.documentElement.lang = st.lang;
+  document.title = t('title');
+  for (const el of document.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  for (const el of document.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+  const other = st.lang === 'sv' ? 'en' : 'sv';
+  const sw = $('lang-switch');
+  sw.textContent = other === 'en' ? 'English' : 'Svenska';
+  sw.lang = other;
+  sw.setAttribute('aria-label', other === 'en' ? 'Change language to English' : 'Byt språk till svenska');
+}
+function announce(text) {
+  const a = $('announcer');
+  a.textContent = '';
+  // A fresh text node in a separate task is announced reliably by screen readers.
+  setTimeout(() => { a.textContent = text; }, 50);
+}
+
+// ---------------------------------------------------------------- time
+
+function parts(date, opts) {
+  const out = {};
+  for (const p of new Intl.DateTimeFormat('en-GB', { timeZone: TZ, ...opts }).formatToParts(date)) out[p.type] = p.value;
+  return out;
+}
+function clock(hhmm) { return st.lang === 'sv' ? hhmm.replace(':', '.') : hhmm; }
+function timeOf(date) {
+  const p = parts(date, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+  return clock(`${p.hour}:${p.minute}`);
+}
+function dayKey(date) {
+  const p = parts(date, { year: 'numeric', month: '2-digit', day: '2-digit' });
+  return `${p.year}-${p.month}-${p.day}`;
+}
+function locale() { return st.lang === 'sv' ? 'sv-SE' : 'en-GB'; }
+function dayName(date, withDate) {
+  const opts = withDate ? { weekday: 'long', day: 'numeric', month: 'long' } : { weekday: 'long' };
+  return new Intl.DateTimeFormat(locale(), { timeZone: TZ, ...opts }).format(date);
+}
+// "Vi öppnar igen måndag 08.00"
+function nextOpeningText(iso) {
+  if (!iso) return t('noOpening');
+  const d = new Date(iso);
+  const days = Math.round((Date.parse(dayKey(d)) - Date.parse(dayKey(new Date()))) / 864e5);
+  const when = days <= 0 ? t('today') : days === 1 ? t('tomorrow') : dayName(d, days >= 7);
+  return t('weOpen', { when, time: timeOf(d) });
+}
+function intervalsText(list) {
+  if (!list || list.length === 0) return t('closedAllDay');
+  return list.map((i) => `${clock(i.from)}–${clock(i.to)}`).join(', ');
+}
+function reasonText(reason) {
+  const map = T[st.lang].reasons || {};
+  return map[reason] || reason;
+}
+function waitText(seconds) {
+  if (seconds == null) return t('waitUnknown');
+  const minutes = Math.max(1, Math.round(seconds / 60));
+  return minutes === 1 ? t('waitOne') : t('waitMinutes', { n: minutes });
+}
+
+// ---------------------------------------------------------------- connection
+
+function connect() {
+  clearTimeout(retryTimer);
+  if (ws) return;
+  const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws/citizen`;
+  let sock;
+  try { sock = new WebSocket(url); } catch { scheduleReconnect(); return; }
+  ws = sock;
+  sock.onmessage = (e) => {
+    let frame;
+    try { frame = JSON.parse(e.data); } catch { return; }
+    handle(frame);
+  };
+  sock.onclose = (e) => {
+    if (ws !== sock) return;
+    ws = null;
+    welcome = welcome && { ...welcome, stale: true };
+    resuming = false;
+    if (e.code === 4001) { showBanner(t('elsewhere'), false); return; }
+    if (active()) setLost(true);
+    scheduleReconnect();
+  };
+}
+function scheduleReconnect() {
+  clearTimeout(retryTimer);
+  const delay = Math.min(10000, 400 * 2 ** retry) * (0.75 + Math.random() / 2);
+  retry = Math.min(retry + 1, 8);
+  retryTimer = setTimeout(connect, delay);
+}
+function send(frame) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(frame));
+  return true;
+}
+function ready() { return ws && ws.readyState === WebSocket.OPEN && welcome && !welcome.stale && !resuming; }
+function active() { return st.phase === 'queued' || st.phase === 'chatting'; }
+
+function setLost(value) {
+  if (lost === value) return;
+  lost = value;
+  if (value) {
+    showBanner(t('connLost'), true);
+    announce(t('connLost'));
+  } else {
+    $('conn-banner').hidden = true;
+    announce(t('connBack'));
+  }
+}
+function showBanner(text, withRetry) {
+  $('conn-text').textContent = text;
+  let btn = $('retry-now');
+  if (withRetry && !btn) {
+    btn = document.createElement('button');
+    btn.type = 'button';
+    btn.id = 'retry-now';
+    btn.className = 'secondary';
+    btn.addEventListener('click', () => { retry = 0; connect(); });
+    $('conn-banner').append(btn);
+  }
+  if (btn) { btn.hidden = !withRetry; btn.textContent = t('retryNow'); }
+  $('conn-banner').hidden = false;
+}
+
+// ---------------------------------------------------------------- frames
+
+function handle(f) {
+  switch (f.type) {
+    case 'welcome':
+      welcome = f;
+      retry = 0;
+      maxBytes = f.max_message_bytes || maxBytes;
+      if (active() && st.token) {
+        resuming = true;
+        send({ type: 'resume', token: st.token, last_seq: st.lastSeq });
+      } else if (lost) {
+        setLost(false);
+      }
+      render();
+      break;
+    case 'resumed':
+      resuming = false;
+      st.conversationId = f.conversation_id;
+      st.phase = f.state;
+      if (f.state === 'queued') { st.position = f.position ?? st.position; st.wait = f.estimated_wait_seconds ?? null; }
+      if (f.state === 'chatting' && f.advisor_name) st.advisorName = f.advisor_name;
+      setLost(false);
+      save();
+      if (st.leaveRequested) send({ type: 'leave' });
+      flushPending();
+      render();
+      break;
+    case 'refused':
+      $('start-button').disabled = false;
+      showStartError(t(`refused_${f.code}`) !== `refused_${f.code}` ? t(`refused_${f.code}`) : f.message);
+      if (f.code === 'closed') loadHours().then(render);
+      break;
+    case 'queued':
+      st.phase = 'queued';
+      st.token = f.resume_token;
+      st.conversationId = f.conversation_id;
+      st.position = f.position;
+      st.wait = f.estimated_wait_seconds;
+      lastAnnouncedPosition = f.position;
+      save();
+      render();
+      announce(`${t('queuedAnnounce')} ${t('position', { n: f.position })}`);
+      $('message-input').focus();
+      flushPending();
+      break;
+    case 'queue_update':
+      st.position = f.position;
+      st.wait = f.estimated_wait_seconds;
+      save();
+      renderQueue();
+      if (f.position !== lastAnnouncedPosition) {
+        lastAnnouncedPosition = f.position;
+        announce(t('position', { n: f.position }));
+      }
+      break;
+    case 'assigned':
+      st.phase = 'chatting';
+      st.advisorName = f.advisor_name;
+      addSystem(t('joined', { name: f.advisor_name }));
+      save();
+      render();
+      announce(t('joined', { name: f.advisor_name }));
+      break;
+    case 'message':
+      addMessage({ seq: f.seq, mine: f.sender === 'citizen', name: f.sender_name || null, text: f.text, at: f.sent_at, cid: f.client_msg_id || null });
+      if (f.sender === 'advisor') setTyping(false);
+      break;
+    case 'ack': {
+      const m = st.messages.find((x) => x.cid === f.client_msg_id && x.mine);
+      st.lastSeq = Math.max(st.lastSeq, f.seq);
+      if (m && m.pending) {
+        m.pending = false;
+        m.seq = f.seq;
+        m.at = f.sent_at;
+        updateMessage(m);
+      }
+      save();
+      break;
+    }
+    case 'typing':
+      setTyping(f.active);
+      break;
+    case 'inactivity_warning':
+      $('inactivity').hidden = false;
+      $('inactivity').textContent = t('inactivity', { n: Math.max(1, Math.round(f.ends_in_seconds / 60)) });
+      announce($('inactivity').textContent);
+      break;
+    case 'ended':
+      endChat(f.errand_number, f.reason);
+      break;
+    case 'server_shutdown':
+      showBanner(t('restarting'), false);
+      break;
+    case 'error':
+      onError(f);
+      break;
+    default:
+      break;
+  }
+}
+
+function onError(f) {
+  if (resuming && f.code === 'not_found') {
+    resuming = false;
+    setLost(false);
+    endChat(null, 'resume_failed');
+    return;
+  }
+  if (f.client_msg_id) {
+    const m = st.messages.find((x) => x.cid === f.client_msg_id && x.pending);
+    if (!m) return;
+    if (f.code === 'storage_failed' || f.code === 'rate_limited' || f.code === 'shutting_down') {
+      setTimeout(() => { if (m.pending && ready()) send({ type: 'message', client_msg_id: m.cid, text: m.text }); }, 1500);
+      return;
+    }
+    m.pending = false;
+    m.failed = true;
+    updateMessage(m);
+    save();
+    showSendError(f.code === 'invalid_field' ? t('tooLong') : t('sendFailed'));
+    return;
+  }
+  if (f.code === 'invalid_state' && st.phase === 'idle') showStartError(t('startFailed'));
+}
+
+function endChat(errand, reason) {
+  st.phase = 'ended';
+  st.errand = errand;
+  st.endReason = reason;
+  st.token = null;
+  st.leaveRequested = false;
+  for (const m of st.messages) if (m.pending) { m.pending = false; m.failed = true; }
+  setTyping(false);
+  save();
+  render();
+  announce(`${t('endedHeading')}. ${errand ? `${t('errandNumber')} ${errand}` : ''}`);
+  $('ended-heading').focus();
+}
+
+// ---------------------------------------------------------------- messages
+
+function addSystem(text) {
+  const m = { system: true, text, at: new Date().toISOString(), seq: null, key: `s${Date.now()}${Math.random()}` };
+  st.messages.push(m);
+  appendLi(m);
+}
+function addMessage(m) {
+  if (m.seq != null && st.messages.some((x) => x.seq === m.seq && !x.system)) return;
+  if (m.mine && m.cid) {
+    const own = st.messages.find((x) => x.cid === m.cid && x.mine);
+    if (own) {
+      own.pending = false;
+      own.seq = m.seq;
+      own.at = m.at;
+      updateMessage(own);
+      st.lastSeq = Math.max(st.lastSeq, m.seq);
+      save();
+      return;
+    }
+  }
+  st.messages.push(m);
+  st.lastSeq = Math.max(st.lastSeq, m.seq || 0);
+  save();
+  appendLi(m);
+}
+function liFor(m) {
+  const li = document.createElement('li');
+  li.dataset.key = m.system ? m.key : m.cid || `seq${m.seq}`;
+  if (m.system) {
+    li.className = 'msg system';
+    li.textContent = m.text;
+    return li;
+  }
+  li.className = `msg ${m.mine ? 'mine' : 'theirs'}`;
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  meta.textContent = `${m.mine ? t('you') : m.name || t('advisor')}${m.at ? `, ${timeOf(new Date(m.at))}` : ''}`;
+  const text = document.createElement('p');
+  text.className = 'text';
+  text.textContent = m.text;
+  li.append(meta, text);
+  if (m.pending) li.dataset.pending = '1';
+  if (m.pending || m.failed) {
+    const p = document.createElement('span');
+    p.className = 'pending';
+    p.textContent = m.failed ? t('notSent') : t('sending');
+    li.append(p);
+  }
+  return li;
+}
+function appendLi(m) {
+  const list = $('messages');
+  // Stored messages arrive in seq order; ones still waiting for their ack stay last.
+  const before = m.pending ? null : [...list.children].find((el) => el.dataset.pending === '1') || null;
+  list.insertBefore(liFor(m), before);
+  scrollLog();
+}
+function updateMessage(m) {
+  const el = [...$('messages').children].find((x) => x.dataset.key === m.cid);
+  if (el) el.replaceWith(liFor(m));
+}
+function rebuildLog() {
+  const list = $('messages');
+  list.replaceChildren(...st.messages.map(liFor));
+  scrollLog();
+}
+function scrollLog() {
+  const log = $('log');
+  log.scrollTop = log.scrollHeight;
+}
+function setTyping(on) {
+  $('typing').textContent = on ? t('typing', { name: st.advisorName || t('advisor') }) : '';
+}
+function randomId() {
+  const b = new Uint8Array(12);
+  crypto.getRandomValues(b);
+  return `c-${[...b].map((x) => x.toString(16).padStart(2, '0')).join('')}`;
+}
+function flushPending() {
+  if (!ready()) return;
+  for (const m of st.messages) if (m.pending) send({ type: 'message', client_msg_id: m.cid, text: m.text });
+}
+
+// ---------------------------------------------------------------- views
+
+function show(id) {
+  for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== id;
+}
+function render() {
+  applyI18n();
+  $('close-widget').hidden = !embedded;
+  if (st.phase === 'ended') return renderEnded();
+  if (active()) return renderChat();
+  if (welcome) {
+    if (!welcome.opening.open && !welcome.opening.accepting) return renderClosed();
+    return renderStart();
+  }
+  if (hours && !hours.open_now) return renderClosed();
+  show('view-loading');
+}
+function notice() {
+  const n = (welcome && welcome.notice) || (hours && hours.contact) || {};
+  return n;
+}
+function renderClosed() {
+  show('view-closed');
+  const n = notice();
+  const op = welcome && welcome.opening;
+  const reasonCode = hours ? hours.reason_code : op && op.reason_code;
+  const reason = hours ? hours.reason : op && op.reason;
+  $('closed-reason').textContent = reasonCode === 'holiday' || reasonCode === 'exception' ? t('closedToday', { reason: reasonText(reason) }) : '';
+  $('closed-reason').hidden = !$('closed-reason').textContent;
+  $('closed-next').textContent = nextOpeningText((hours && hours.next_opening) || (op && op.next_opening));
+  $('closed-today').textContent = hours ? intervalsText(hours.intervals) : '…';
+  const devs = (hours && hours.deviations) || [];
+  $('closed-deviations-wrap').hidden = devs.length === 0;
+  $('closed-deviations').replaceChildren(...devs.map((d) => {
+    const li = document.createElement('li');
+    const date = new Date(`${d.date}T12:00:00Z`);
+    li.textContent = `${dayName(date, true)}: ${d.open ? intervalsText(d.intervals) : t('closedWord')} (${reasonText(d.reason)})`;
+    return li;
+  }));
+  const phone = n.phone || '';
+  $('closed-phone').textContent = phone;
+  $('closed-phone').href = `tel:${phone.replace(/[^0-9+]/g, '')}`;
+  $('closed-address').textContent = n.visiting_address || '';
+}
+function renderStart() {
+  show('view-start');
+  const n = notice();
+  $('public-record-text').textContent = n.public_record_notice || '';
+  const link = $('privacy-link');
+  if (n.privacy_policy_url) link.href = n.privacy_policy_url;
+  link.hidden = !n.privacy_policy_url;
+  $('start-hours').textContent = hours ? `${t('todayHours')}: ${intervalsText(hours.intervals)}` : '';
+  const op = welcome.opening;
+  $('not-accepting').hidden = op.accepting;
+  if (!op.accepting) $('not-accepting').textContent = t('notAccepting', { phone: n.phone || '' });
+}
+function renderQueue() {
+  const queued = st.phase === 'queued';
+  $('queue-panel').hidden = !queued;
+  if (queued) {
+    $('queue-position').textContent = st.position != null ? t('position', { n: st.position }) : t('queuedAnnounce');
+    $('queue-wait').textContent = `${t('estimatedWait')}: ${waitText(st.wait)}`;
+  }
+}
+function renderChat() {
+  const wasHidden = $('view-chat').hidden;
+  show('view-chat');
+  if (wasHidden) rebuildLog();
+  renderQueue();
+  const chatting = st.phase === 'chatting';
+  $('advisor-line').hidden = !chatting;
+  if (chatting) $('advisor-line').textContent = t('chattingWith', { name: st.advisorName || t('advisor') });
+  $('leave-button').hidden = chatting;
+  $('end-button').hidden = !chatting || !$('end-confirm').hidden;
+}
+function renderEnded() {
+  show('view-ended');
+  const reasons = T[st.lang].endReasons;
+  $('ended-reason').textContent = reasons[st.endReason] || '';
+  $('errand-line').hidden = !st.errand;
+  $('errand-number').textContent = st.errand || '';
+  $('ended-public').textContent = st.errand ? t('publicAfter') : '';
+  $('transcript').replaceChildren(...st.messages.map(liFor));
+  $('save-button').hidden = st.messages.length === 0;
+  $('print-button').hidden = st.messages.length === 0;
+}
+function showStartError(text) {
+  $('start-error').textContent = text;
+  $('start-error').hidden = false;
+  announce(text);
+}
+function showSendError(text) {
+  $('send-error').textContent = text;
+  $('send-error').hidden = false;
+  announce(text);
+}
+
+// ---------------------------------------------------------------- actions
+
+function transcriptText() {
+  const lines = [`${t('title')} — ${notice().organisation || ''}`];
+  if (st.errand) lines.push(`${t('errandNumber')} ${st.errand}`);
+  lines.push('');
+  for (const m of st.messages) {
+    const when = m.at ? `${dayKey(new Date(m.at))} ${timeOf(new Date(m.at))}` : '';
+    lines.push(m.system ? `[${when}] ${m.text}` : `[${when}] ${m.mine ? t('you') : m.name || t('advisor')}: ${m.text}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+function wire() {
+  $('lang-switch').addEventListener('click', () => {
+    st.lang = st.lang === 'sv' ? 'en' : 'sv';
+    st.langChosen = true;
+    save();
+    render();
+    if (!$('view-chat').hidden) rebuildLog();
+    announce(t('langChanged'));
+  });
+  $('close-widget').addEventListener('click', () => window.parent.postMessage({ kommunchat: 'close' }, '*'));
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && embedded && $('end-confirm').hidden) window.parent.postMessage({ kommunchat: 'close' }, '*');
+  });
+  window.addEventListener('message', (e) => {
+    if (e.source === window.parent && e.data && e.data.kommunchat === 'focus') $('title').focus();
+  });
+  $('start-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    $('start-error').hidden = true;
+    const frame = { type: 'start', language: st.lang };
+    const name = $('name-input').value.trim();
+    const topic = $('topic-input').value.trim();
+    if (name) frame.display_name = name;
+    if (topic) frame.topic = topic;
+    if (!ready() || !send(frame)) { showStartError(t('noConnection')); return; }
+    $('start-button').disabled = true;
+    setTimeout(() => { $('start-button').disabled = false; }, 3000);
+  });
+  $('composer').addEventListener('submit', (e) => {
+    e.preventDefault();
+    sendMessage();
+  });
+  $('message-input').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendMessage(); }
+  });
+  $('message-input').addEventListener('input', () => {
+    if (st.phase !== 'chatting') return;
+    if (!typingSent) typingSent = send({ type: 'typing', active: true });
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(stopTyping, 3000);
+  });
+  $('leave-button').addEventListener('click', () => {
+    st.leaveRequested = true;
+    save();
+    if (ready()) send({ type: 'leave' });
+  });
+  $('end-button').addEventListener('click', () => {
+    $('end-confirm').hidden = false;
+    $('end-button').hidden = true;
+    $('end-yes').focus();
+  });
+  $('end-no').addEventListener('click', () => {
+    $('end-confirm').hidden = true;
+    $('end-button').hidden = false;
+    $('end-button').focus();
+  });
+  $('end-yes').addEventListener('click', () => {
+    $('end-confirm').hidden = true;
+    st.leaveRequested = true;
+    save();
+    if (ready()) send({ type: 'leave' });
+  });
+  $('print-button').addEventListener('click', () => window.print());
+  $('save-button').addEventListener('click', () => {
+    const blob = new Blob([transcriptText()], { type: 'text/plain;charset=utf-8' });
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `chatt-${st.errand || 'kommunchat'}.txt`;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  });
+  $('new-chat-button').addEventListener('click', () => {
+    st = { ...fresh(st.lang), langChosen: st.langChosen };
+    save();
+    $('messages').replaceChildren();
+    $('inactivity').hidden = true;
+    $('send-error').hidden = true;
+    render();
+    if (!ws) connect();
+    $('start-heading').focus();
+  });
+  window.addEventListener('online', () => { retry = 0; if (!ws) connect(); });
+}
+function stopTyping() {
+  clearTimeout(typingTimer);
+  if (typingSent) send({ type: 'typing', active: false });
+  typingSent = false;
+}
+function sendMessage() {
+  const input = $('message-input');
+  const text = input.value.trim();
+  $('send-error').hidden = true;
+  if (!text || !active()) return;
+  if (new TextEncoder().encode(text).length > maxBytes) { showSendError(t('tooLong')); return; }
+  const m = { cid: randomId(), mine: true, text, pending: true, seq: null, at: null, name: null };
+  st.messages.push(m);
+  save();
+  appendLi(m);
+  input.value = '';
+  stopTyping();
+  if (ready()) send({ type: 'message', client_msg_id: m.cid, text });
+}
+
+async function loadHours() {
+  try {
+    const r = await fetch('/api/v1/hours', { headers: { accept: 'application/json' } });
+    if (r.ok) hours = await r.json();
+  } catch { /* the socket's welcome has the essentials */ }
+}
+
+wire();
+render();
+connect();
+loadHours().then(render);
