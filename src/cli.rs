@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::auth::{self, Role};
@@ -46,6 +46,51 @@ pub enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Errands as public records: export, release copies, retention, access requests.
+    Errands {
+        #[command(subcommand)]
+        action: ErrandAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ErrandAction {
+    /// Write every errand from FROM to TO (local dates, inclusive) to standard output.
+    Export {
+        #[arg(long, value_parser = parse_date)]
+        from: NaiveDate,
+        #[arg(long, value_parser = parse_date)]
+        to: NaiveDate,
+        /// json (JSON Lines: one errand with its transcript per line) or csv (one row per message).
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// Print a copy for release with personnummer masked (after a secrecy review).
+    Release {
+        number: String,
+        /// Also mask e-mail addresses.
+        #[arg(long)]
+        mask_email: bool,
+        /// Also mask phone numbers.
+        #[arg(long)]
+        mask_phone: bool,
+        /// text (printable) or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Delete conversations past their retention period (see [retention]).
+    Purge {
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every conversation that mentions a personnummer (registerutdrag), as an export.
+    AccessRequest {
+        /// The personnummer or samordningsnummer, in any usual form.
+        personnummer: String,
+        #[arg(long, default_value = "json")]
+        format: String,
     },
 }
 
@@ -105,6 +150,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::User { action } => user(config, action),
+        Command::Errands { action } => errands(config, action),
     }
 }
 
@@ -259,6 +305,106 @@ async fn user_action(config: Config, action: UserAction) -> Result<String, Strin
                 Ok(false) => Err(format!("no user named {username}")),
                 Err(e) => Err(e.to_string()),
             }
+        }
+    };
+    storage.close().await;
+    result
+}
+
+fn errands(config: Config, action: ErrandAction) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kommunchat: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(errand_action(config, action)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kommunchat: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn errand_action(config: Config, action: ErrandAction) -> Result<(), String> {
+    use crate::errands::{Format, export_stream, run_retention};
+    use crate::storage::Selection;
+    use futures::StreamExt;
+    use std::io::Write;
+
+    let storage = Storage::open(&config.database_url, &config.storage)
+        .await
+        .map_err(|e| format!("storage ({}): {e}", crate::server::redact(&config.database_url)))?;
+    let local_start = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(crate::domain::hours::TIME_ZONE).earliest())
+            .map(|t| t.to_utc())
+            .ok_or_else(|| format!("{d} is out of range"))
+    };
+    let format_of = |s: &str| Format::parse(s).ok_or_else(|| format!("--format must be json or csv, got {s:?}"));
+    let stream_out = |selection: Selection, format: Format| {
+        let storage = storage.clone();
+        async move {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut chunks = std::pin::pin!(export_stream(storage, selection, format));
+            while let Some(chunk) = chunks.next().await {
+                if let Err(e) = out.write_all(chunk.as_bytes()) {
+                    return if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.to_string()) };
+                }
+            }
+            out.flush().map_err(|e| e.to_string())
+        }
+    };
+    let result = match action {
+        ErrandAction::Export { from, to, format } => {
+            if to < from {
+                return Err(format!("--to ({to}) is before --from ({from})"));
+            }
+            let format = format_of(&format)?;
+            let end = to.succ_opt().ok_or("--to is out of range")?;
+            stream_out(Selection::Range { from: local_start(from)?, to: local_start(end)? }, format).await
+        }
+        ErrandAction::Release { number, mask_email, mask_phone, format } => {
+            let errand = storage
+                .errand(&number)
+                .await
+                .map_err(|e| e.to_string())?
+                .filter(|e| e.errand_number.as_deref() == Some(number.as_str()))
+                .ok_or_else(|| format!("no errand {number}"))?;
+            let options = crate::domain::release::MaskOptions { emails: mask_email, phones: mask_phone };
+            let view = crate::protocol::errands::ErrandView::release(&errand, options);
+            match format.as_str() {
+                "text" => print!("{}", crate::protocol::errands::release_text(&view, options)),
+                "json" => println!("{}", serde_json::to_string_pretty(&view).map_err(|e| e.to_string())?),
+                other => return Err(format!("--format must be text or json, got {other:?}")),
+            }
+            Ok(())
+        }
+        ErrandAction::Purge { dry_run } => {
+            let due = run_retention(&storage, &config.retention, SystemClock.now(), dry_run)
+                .await
+                .map_err(|e| e.to_string())?;
+            let numbers: Vec<&str> = due.iter().filter_map(|c| c.errand_number.as_deref()).collect();
+            let others = due.len() - numbers.len();
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            println!("{verb} {} conversation(s) past their retention period", due.len());
+            for n in numbers {
+                println!("  {n}");
+            }
+            if others > 0 {
+                println!("  and {others} conversation(s) that never reached an advisor");
+            }
+            Ok(())
+        }
+        ErrandAction::AccessRequest { personnummer, format } => {
+            let year = SystemClock.now().with_timezone(&crate::domain::hours::TIME_ZONE).year();
+            let canonical = crate::domain::personnummer::canonical(&personnummer, year)
+                .ok_or("not a valid personnummer or samordningsnummer")?;
+            let format = format_of(&format)?;
+            stream_out(Selection::Mentioning { number_hash: auth::token_hash(&canonical) }, format).await
         }
     };
     storage.close().await;

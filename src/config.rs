@@ -258,6 +258,25 @@ impl Default for StorageConfig {
     }
 }
 
+/// Retention (gallring): how long errands are kept after they end.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days after a conversation ends before it is deleted, for categories
+    /// not listed below. 0: keep until a retention decision is configured.
+    pub default_days: u32,
+    /// How often the retention job runs.
+    pub interval_minutes: u32,
+    /// Days per category (keys are categories from `chat.categories`).
+    pub categories: BTreeMap<String, u32>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { default_days: 0, interval_minutes: 60, categories: BTreeMap::new() }
+    }
+}
+
 /// Who may embed the widget and talk to the server from other origins.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -281,6 +300,7 @@ pub struct FileConfig {
     pub contact: ContactConfig,
     pub storage: StorageConfig,
     pub security: SecurityConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for FileConfig {
@@ -295,6 +315,7 @@ impl Default for FileConfig {
             contact: ContactConfig::default(),
             storage: StorageConfig::default(),
             security: SecurityConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -311,6 +332,7 @@ pub struct Config {
     pub contact: ContactConfig,
     pub storage: StorageConfig,
     pub security: SecurityConfig,
+    pub retention: RetentionConfig,
     /// Where it came from, for the start-up log.
     pub source: String,
 }
@@ -512,6 +534,14 @@ impl FileConfig {
                 ));
             }
         }
+        for category in self.retention.categories.keys() {
+            if !self.chat.categories.is_empty() && !self.chat.categories.contains(category) {
+                return Err(error(format!("retention.categories.{category}"), "is not one of chat.categories".into()));
+            }
+        }
+        if self.retention.interval_minutes == 0 {
+            return Err(error("retention.interval_minutes".into(), "must be more than 0".into()));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(error("log.level".into(), format!("not a valid log filter: {e}")));
         }
@@ -529,6 +559,7 @@ impl FileConfig {
             contact: self.contact,
             storage: self.storage,
             security: self.security,
+            retention: self.retention,
             source: origin.to_owned(),
         })
     }

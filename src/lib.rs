@@ -20,6 +20,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod errands;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

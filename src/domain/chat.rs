@@ -723,7 +723,17 @@ impl ChatCore {
         let phase = c.phase;
         let position = c.last_position;
         let last_stored = c.history.last().map_or(0, |m| m.seq);
-        let missed: Vec<_> = c.history.iter().filter(|m| m.seq > last_seq).cloned().collect();
+        // As the citizen sees them: no advisor-side ids or flags.
+        let missed: Vec<_> = c
+            .history
+            .iter()
+            .filter(|m| m.seq > last_seq)
+            .map(|m| MessageView {
+                client_msg_id: if m.sender == Sender::Citizen { m.client_msg_id.clone() } else { None },
+                personnummer: false,
+                ..m.clone()
+            })
+            .collect();
         let (state, advisor_name, advisor_conn) = match phase {
             Phase::Chatting(advisor) => {
                 let a = self.advisors.get(&advisor);
@@ -927,6 +937,7 @@ impl ChatCore {
             _ => c.citizen_name.clone(),
         };
         c.client_ids.insert((sender, cid.clone()), ClientMessage::Pending { text: text.clone() });
+        let personnummer = !super::personnummer::find(&text, local_date(now).year()).is_empty();
         let view = MessageView {
             seq,
             sender,
@@ -934,6 +945,7 @@ impl ChatCore {
             text: text.clone(),
             sent_at: now,
             client_msg_id: Some(cid.clone()),
+            personnummer,
         };
         c.pending.push((seq, PendingMessage { view, advisor: advisor.map(|a| a.id) }));
         out.push(Effect::Store(StoreOp::Message {
@@ -1061,6 +1073,7 @@ impl ChatCore {
                 if let Some(conn) = c.citizen_conn {
                     let mut for_citizen = view;
                     for_citizen.client_msg_id = None;
+                    for_citizen.personnummer = false;
                     out.push(Effect::ToCitizen(conn, CitizenEvent::Message(for_citizen)));
                 }
             }

@@ -5,5 +5,7 @@ pub mod admission;
 pub mod calendar;
 pub mod chat;
 pub mod hours;
+pub mod personnummer;
 pub mod queue;
+pub mod release;
 pub mod stats;

@@ -153,6 +153,10 @@ pub struct MessageView {
     /// Present on the sender's own messages, so a client can match its retries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<Arc<str>>,
+    /// True when the text holds a personnummer or samordningsnummer (the
+    /// errand is flagged for secrecy review). Only sent to advisors.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub personnummer: bool,
 }
 
 /// Contact details and the public-record notice shown before a chat starts.
@@ -531,6 +535,7 @@ mod tests {
                 text: "Hej".into(),
                 sent_at: DateTime::parse_from_rfc3339("2026-11-27T09:00:00Z").expect("t").to_utc(),
                 client_msg_id: None,
+                personnummer: false,
             },
         });
         assert_eq!(

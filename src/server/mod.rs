@@ -2,6 +2,7 @@
 
 mod admin;
 mod api;
+mod errands;
 mod web;
 mod ws;
 
@@ -98,6 +99,7 @@ impl Server {
             Arc::new(App { config, clock, storage, hub: hub_handle, live, metrics, next_conn: AtomicU64::new(1) });
         let router = routes(app.clone());
         let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+        spawn_retention(app.clone(), shutdown_rx.clone());
         let hub_for_shutdown = app.hub.clone();
         let task = tokio::spawn(async move {
             let mut signal = shutdown_rx.clone();
@@ -156,6 +158,11 @@ fn routes(app: Arc<App>) -> Router {
         .route("/api/v1/users", get(admin::list_users).post(admin::create_user))
         .route("/api/v1/users/{username}", axum::routing::delete(admin::remove_user))
         .route("/api/v1/users/{username}/password", post(admin::set_password))
+        .route("/api/v1/errands", get(errands::list))
+        .route("/api/v1/errands/export", get(errands::export))
+        .route("/api/v1/errands/access-request", post(errands::access_request))
+        .route("/api/v1/errands/{number}", get(errands::get))
+        .route("/api/v1/errands/{number}/release", get(errands::release))
         .route("/api/v1/stats", get(admin::history))
         .route("/api/v1/stats/live", get(admin::live))
         .route("/ws/admin", get(admin::live_socket))
@@ -165,6 +172,28 @@ fn routes(app: Arc<App>) -> Router {
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(app)
+}
+
+/// Runs the retention job on its interval, if any retention is configured.
+fn spawn_retention(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let retention = &app.config.retention;
+    if retention.default_days == 0 && retention.categories.values().all(|d| *d == 0) {
+        return;
+    }
+    let every = Duration::from_secs(u64::from(retention.interval_minutes) * 60);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let now = app.clock.now();
+            if let Err(e) = crate::errands::run_retention(&app.storage, &app.config.retention, now, false).await {
+                tracing::error!(error = %e, "retention job failed; it runs again at the next interval");
+            }
+        }
+    });
 }
 
 /// One span per HTTP request; the outcome is logged at debug level (paths

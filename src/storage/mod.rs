@@ -11,16 +11,17 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use writer::{StoreWriter, WriterHandle};
 
-use crate::config::{SqliteSynchronous as SyncSetting, StorageConfig};
+use crate::config::{RetentionConfig, SqliteSynchronous as SyncSetting, StorageConfig};
 use crate::domain::chat::{Committed, StoreOp};
 use crate::domain::stats::{ConversationFacts, RefusalFact};
+use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -98,6 +99,8 @@ pub struct ErrandRecord {
     pub summary: Option<String>,
     pub end_reason: Option<String>,
     pub outcome: Option<String>,
+    /// A message holds a personnummer: review for secrecy before release.
+    pub secrecy_flag: bool,
     pub transcript: Vec<TranscriptLine>,
 }
 
@@ -188,6 +191,30 @@ impl Storage {
                             }
                         }
                         q.execute(&mut *tx).await?;
+                        // Numbers that need a secrecy review: flag the errand and
+                        // remember the mention for access requests.
+                        for op in chunk {
+                            if let StoreOp::Message { conversation, seq, text, at, .. } = op {
+                                let year = crate::domain::hours::local_date(*at).year();
+                                let found = crate::domain::personnummer::find(text, year);
+                                if found.is_empty() {
+                                    continue;
+                                }
+                                let id = conversation.to_string();
+                                for f in found {
+                                    sqlx::query("INSERT INTO personnummer_mentions (conversation_id, seq, number_hash) VALUES ($1, $2, $3)")
+                                        .bind(&id)
+                                        .bind(*seq as i64)
+                                        .bind(crate::auth::token_hash(&f.canonical))
+                                        .execute(&mut *tx)
+                                        .await?;
+                                }
+                                sqlx::query("UPDATE conversations SET secrecy_flag = 1 WHERE id = $1")
+                                    .bind(&id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                        }
                     }
                     i += run;
                     continue;
@@ -337,29 +364,12 @@ impl Storage {
     pub async fn errand(&self, id_or_number: &str) -> Result<Option<ErrandRecord>, StorageError> {
         let row = on_db!(&self.db, pool => {
             sqlx::query(
-                "SELECT id, errand_number, queued_at, first_assigned_at, ended_at, advisor_name, citizen_name, topic, category, summary, end_reason, outcome \
-                 FROM conversations WHERE id = $1 OR errand_number = $1",
+                &format!("SELECT {ERRAND_COLUMNS} FROM conversations WHERE (id = $1 OR errand_number = $1) AND purged_at IS NULL"),
             )
             .bind(id_or_number)
             .fetch_optional(pool)
             .await?
-            .map(|row| -> Result<ErrandRecord, sqlx::Error> {
-                Ok(ErrandRecord {
-                    conversation_id: row.try_get("id")?,
-                    errand_number: row.try_get("errand_number")?,
-                    queued_at: from_millis(row.try_get("queued_at")?),
-                    first_assigned_at: row.try_get::<Option<i64>, _>("first_assigned_at")?.map(from_millis),
-                    ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_millis),
-                    advisor_name: row.try_get("advisor_name")?,
-                    citizen_name: row.try_get("citizen_name")?,
-                    topic: row.try_get("topic")?,
-                    category: row.try_get("category")?,
-                    summary: row.try_get("summary")?,
-                    end_reason: row.try_get("end_reason")?,
-                    outcome: row.try_get("outcome")?,
-                    transcript: Vec::new(),
-                })
-            })
+            .map(|row| errand_from_row(&row))
             .transpose()?
         });
         let Some(mut errand) = row else {
@@ -367,6 +377,178 @@ impl Storage {
         };
         errand.transcript = self.transcript(&errand.conversation_id).await?;
         Ok(Some(errand))
+    }
+
+    /// Errands matching `filter`, newest first, and how many match in all.
+    pub async fn list_errands(&self, filter: &ErrandFilter) -> Result<(Vec<ErrandRecord>, i64), StorageError> {
+        let mut conditions = vec!["errand_number IS NOT NULL".to_owned(), "purged_at IS NULL".to_owned()];
+        let mut params: Vec<Param> = Vec::new();
+        let mut add = |condition: &str, param: Param| {
+            params.push(param);
+            conditions.push(condition.replace("$n", &format!("${}", params.len())));
+        };
+        if let Some(n) = &filter.number {
+            add("errand_number = $n", Param::Text(n.clone()));
+        }
+        if let Some(t) = filter.from {
+            add("queued_at >= $n", Param::Int(millis(t)));
+        }
+        if let Some(t) = filter.to {
+            add("queued_at < $n", Param::Int(millis(t)));
+        }
+        if let Some(c) = &filter.category {
+            add("category = $n", Param::Text(c.clone()));
+        }
+        if let Some(a) = &filter.advisor {
+            add("advisor_name = $n", Param::Text(a.clone()));
+        }
+        if let Some(flag) = filter.flagged {
+            add("secrecy_flag = $n", Param::Int(i64::from(flag)));
+        }
+        if let Some(text) = &filter.text {
+            let pattern =
+                format!("%{}%", text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            let condition = format!(
+                "({} LIKE $n ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m \
+                 WHERE m.conversation_id = conversations.id AND {} LIKE $n ESCAPE '\\'))",
+                folded("COALESCE(summary, '')"),
+                folded("m.body")
+            );
+            add(&condition, Param::Text(pattern));
+        }
+        let filter_sql = conditions.join(" AND ");
+        let count_sql = format!("SELECT COUNT(*) AS n FROM conversations WHERE {filter_sql}");
+        let list_sql = format!(
+            "SELECT {ERRAND_COLUMNS} FROM conversations WHERE {filter_sql} ORDER BY queued_at DESC LIMIT ${} OFFSET ${}",
+            params.len() + 1,
+            params.len() + 2
+        );
+        let (rows, total) = on_db!(&self.db, pool => {
+            let mut count = sqlx::query(&count_sql);
+            let mut list = sqlx::query(&list_sql);
+            for p in &params {
+                match p {
+                    Param::Text(s) => {
+                        count = count.bind(s.clone());
+                        list = list.bind(s.clone());
+                    }
+                    Param::Int(i) => {
+                        count = count.bind(*i);
+                        list = list.bind(*i);
+                    }
+                }
+            }
+            let total: i64 = count.fetch_one(pool).await?.try_get("n")?;
+            let rows = list
+                .bind(filter.limit)
+                .bind(filter.offset)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(errand_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            (rows, total)
+        });
+        Ok((rows, total))
+    }
+
+    /// Streams errands, each with its transcript, into `out`, oldest first.
+    /// Memory stays constant: one errand at a time, and `out` is bounded.
+    pub async fn export(&self, selection: &Selection, out: mpsc::Sender<ErrandRecord>) -> Result<u64, StorageError> {
+        use futures::TryStreamExt;
+        let (sql, param) = match selection {
+            Selection::Range { from, to } => (
+                format!(
+                    "SELECT {ERRAND_COLUMNS} FROM conversations WHERE errand_number IS NOT NULL AND purged_at IS NULL \
+                     AND queued_at >= $1 AND queued_at < $2 ORDER BY queued_at"
+                ),
+                (Param::Int(millis(*from)), Some(Param::Int(millis(*to)))),
+            ),
+            Selection::Mentioning { number_hash } => (
+                format!(
+                    "SELECT {ERRAND_COLUMNS} FROM conversations WHERE purged_at IS NULL AND id IN \
+                     (SELECT conversation_id FROM personnummer_mentions WHERE number_hash = $1) ORDER BY queued_at"
+                ),
+                (Param::Text(number_hash.clone()), None),
+            ),
+        };
+        let mut sent = 0u64;
+        on_db!(&self.db, pool => {
+            let mut q = sqlx::query(&sql);
+            for p in [Some(&param.0), param.1.as_ref()].into_iter().flatten() {
+                q = match p {
+                    Param::Text(s) => q.bind(s.clone()),
+                    Param::Int(i) => q.bind(*i),
+                };
+            }
+            let mut rows = q.fetch(pool);
+            while let Some(row) = rows.try_next().await? {
+                let mut errand = errand_from_row(&row)?;
+                errand.transcript = self.transcript(&errand.conversation_id).await?;
+                if out.send(errand).await.is_err() {
+                    break; // the reader went away
+                }
+                sent += 1;
+            }
+        });
+        Ok(sent)
+    }
+
+    /// Ended conversations whose retention period is over at `now`.
+    pub async fn purge_due(
+        &self,
+        now: DateTime<Utc>,
+        retention: &RetentionConfig,
+    ) -> Result<Vec<PurgeCandidate>, StorageError> {
+        let rows = on_db!(&self.db, pool => {
+            sqlx::query("SELECT id, errand_number, category, ended_at FROM conversations WHERE ended_at IS NOT NULL AND purged_at IS NULL")
+                .fetch_all(pool)
+                .await?
+                .into_iter()
+                .map(|row| -> Result<(String, Option<String>, Option<String>, i64), sqlx::Error> {
+                    Ok((row.try_get("id")?, row.try_get("errand_number")?, row.try_get("category")?, row.try_get("ended_at")?))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, errand_number, category, ended_at)| {
+                let days = category
+                    .as_ref()
+                    .and_then(|c| retention.categories.get(c))
+                    .copied()
+                    .unwrap_or(retention.default_days);
+                let due = days > 0 && from_millis(ended_at) + chrono::TimeDelta::days(i64::from(days)) <= now;
+                due.then_some(PurgeCandidate { conversation_id: id, errand_number, category })
+            })
+            .collect())
+    }
+
+    /// Deletes the transcripts and personal details of `candidates`; the rows
+    /// stay, anonymous and without errand numbers, for statistics.
+    pub async fn purge(&self, candidates: &[PurgeCandidate], now: DateTime<Utc>) -> Result<(), StorageError> {
+        for chunk in candidates.chunks(200) {
+            on_db!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                for c in chunk {
+                    sqlx::query("DELETE FROM messages WHERE conversation_id = $1").bind(&c.conversation_id).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM personnummer_mentions WHERE conversation_id = $1")
+                        .bind(&c.conversation_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE conversations SET citizen_name = NULL, topic = NULL, language = NULL, summary = NULL, \
+                         errand_number = NULL, secrecy_flag = 0, purged_at = $1 WHERE id = $2",
+                    )
+                    .bind(millis(now))
+                    .bind(&c.conversation_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            });
+        }
+        Ok(())
     }
 
     pub async fn transcript(&self, conversation_id: &str) -> Result<Vec<TranscriptLine>, StorageError> {
@@ -620,6 +802,79 @@ impl Storage {
         });
         Ok(n)
     }
+}
+
+const ERRAND_COLUMNS: &str = "id, errand_number, queued_at, first_assigned_at, ended_at, advisor_name, citizen_name, \
+     topic, category, summary, end_reason, outcome, secrecy_flag";
+
+fn errand_from_row<R: Row>(row: &R) -> Result<ErrandRecord, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> Option<String>: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> i64: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> Option<i64>: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ErrandRecord {
+        conversation_id: row.try_get("id")?,
+        errand_number: row.try_get("errand_number")?,
+        queued_at: from_millis(row.try_get("queued_at")?),
+        first_assigned_at: row.try_get::<Option<i64>, _>("first_assigned_at")?.map(from_millis),
+        ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(from_millis),
+        advisor_name: row.try_get("advisor_name")?,
+        citizen_name: row.try_get("citizen_name")?,
+        topic: row.try_get("topic")?,
+        category: row.try_get("category")?,
+        summary: row.try_get("summary")?,
+        end_reason: row.try_get("end_reason")?,
+        outcome: row.try_get("outcome")?,
+        secrecy_flag: row.try_get::<i64, _>("secrecy_flag")? != 0,
+        transcript: Vec::new(),
+    })
+}
+
+/// Filters for [`Storage::list_errands`].
+#[derive(Debug, Clone, Default)]
+pub struct ErrandFilter {
+    pub number: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub category: Option<String>,
+    pub advisor: Option<String>,
+    /// Free text in the summary and the transcript (case-insensitive for ASCII).
+    pub text: Option<String>,
+    pub flagged: Option<bool>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// What [`Storage::export`] streams.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Errands queued in `[from, to)`.
+    Range { from: DateTime<Utc>, to: DateTime<Utc> },
+    /// Every conversation that mentions a number (by its hash), for access requests.
+    Mentioning { number_hash: String },
+}
+
+/// A conversation whose retention period is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeCandidate {
+    pub conversation_id: String,
+    pub errand_number: Option<String>,
+    pub category: Option<String>,
+}
+
+/// `column` in lower case, for case-insensitive search. SQLite's LOWER only
+/// folds ASCII, so the Swedish capitals are folded explicitly.
+fn folded(column: &str) -> String {
+    format!("LOWER(REPLACE(REPLACE(REPLACE(REPLACE({column}, 'Å', 'å'), 'Ä', 'ä'), 'Ö', 'ö'), 'É', 'é'))")
+}
+
+#[derive(Debug, Clone)]
+enum Param {
+    Text(String),
+    Int(i64),
 }
 
 #[derive(Debug, Clone, Copy)]
