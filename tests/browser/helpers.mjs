@@ -1,0 +1,178 @@
+// Shared by the browser scenarios: a real kommunchat server per test file
+// (port 0, its own temporary directory and SQLite file), Chromium through
+// playwright-core, and axe-core.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repo = path.resolve(here, '..', '..');
+export const AXE = require.resolve('axe-core/axe.min.js');
+export const SHOTS = process.env.KOMMUNCHAT_SCREENSHOTS || '';
+
+export const BIN = process.env.KOMMUNCHAT_BIN
+  || path.join(process.env.CARGO_TARGET_DIR ? path.resolve(repo, process.env.CARGO_TARGET_DIR) : path.join(repo, 'target'), 'debug', 'kommunchat');
+
+const ALL_DAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday',
+  'public_holidays', 'midsommarafton', 'julafton', 'nyarsafton'];
+
+function hoursToml(intervals, extra = '') {
+  const list = JSON.stringify(intervals);
+  return `[opening_hours]\n${ALL_DAYS.map((d) => `${d} = ${list}`).join('\n')}\nday_before_holiday = []\n${extra}`;
+}
+
+export const PRIVACY_URL = 'https://kommun.example/personuppgifter';
+export const WIDGET_ORIGIN = 'https://kommun.example';
+
+const COMMON = `
+[chat]
+max_chats_per_advisor = 3
+queue_update_interval_ms = 200
+
+[contact]
+organisation = "Helsingborgs stad"
+phone = "042-10 50 00"
+visiting_address = "Helsingborg Kontaktcenter, Stortorget 17"
+privacy_policy_url = "${PRIVACY_URL}"
+public_record_notice = "Ditt ärende sparas och blir en allmän handling som kan komma att läsas av andra."
+
+[security]
+widget_origins = ["${WIDGET_ORIGIN}"]
+
+[storage]
+sqlite_synchronous = "normal"
+`;
+
+/** Open around the clock, every day. */
+export const ALWAYS_OPEN = `${hoursToml(['00:00-24:00'])}\n${COMMON}`;
+
+/** Closed now; opens for half an hour two hours from now, with a deviating day ahead. */
+export function closedNowConfig() {
+  const p = {};
+  const now = new Date();
+  for (const x of new Intl.DateTimeFormat('en-GB', { timeZone: 'Europe/Stockholm', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', hourCycle: 'h23' }).formatToParts(now)) p[x.type] = x.value;
+  const h = String((Number(p.hour) + 2) % 24).padStart(2, '0');
+  const later = new Date(Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day) + 3));
+  const date = later.toISOString().slice(0, 10);
+  const exception = `\n[[opening_hours.exceptions]]\ndate = ${date}\nlabel = "Stängt för personalutbildning"\n`;
+  return `${hoursToml([`${h}:00-${h}:30`], exception)}\n${COMMON}`;
+}
+
+function kommunchat(dir, args, input) {
+  const env = { ...process.env, KOMMUNCHAT_DATABASE_URL: `sqlite://${dir}/k.db`, KOMMUNCHAT_LOG: 'warn' };
+  delete env.KOMMUNCHAT_CONFIG;
+  const r = spawnSync(BIN, args, { cwd: dir, input, encoding: 'utf8', env });
+  assert.equal(r.status, 0, `kommunchat ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+/**
+ * Starts the real binary with `config`; `users` are added through the CLI first.
+ * Returns { url, stop() }.
+ */
+export async function startServer({ config, users = [] }) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kommunchat-browser-'));
+  writeFileSync(path.join(dir, 'kommunchat.toml'), config);
+  for (const u of users) {
+    kommunchat(dir, ['user', 'add', u.username, '--role', u.role, '--display-name', u.display_name], `${u.password}\n`);
+  }
+  const env = { ...process.env, KOMMUNCHAT_DATABASE_URL: `sqlite://${dir}/k.db`, KOMMUNCHAT_LOG: 'warn' };
+  delete env.KOMMUNCHAT_CONFIG;
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error('the server did not start within 30 s')), 30000);
+    child.stdout.on('data', (chunk) => {
+      buf += chunk;
+      const m = /kommunchat listening on (http:\/\/\S+)/.exec(buf);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`the server exited with ${code}`)); });
+  });
+  child.stdout.resume();
+  return {
+    url,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/** A context in which axe can be injected (the pages' CSP forbids inline scripts). */
+export async function context(browser, options = {}) {
+  const ctx = await browser.newContext({ bypassCSP: true, locale: 'sv-SE', timezoneId: 'Europe/Stockholm', ...options });
+  ctx.setDefaultTimeout(10000);
+  return ctx;
+}
+
+/** axe-core with the WCAG 2.1 A and AA rules; fails with the violations listed. */
+export async function axe(target, label) {
+  await target.addScriptTag({ path: AXE });
+  const result = await target.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const r = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+    return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n    ${v.nodes.map((n) => `${n.target.join(' ')} — ${n.failureSummary.replace(/\n/g, ' ')}`).join('\n    ')}`);
+  });
+  assert.deepEqual(result, [], `axe found WCAG 2.1 A/AA violations on ${label}:\n  ${result.join('\n  ')}`);
+}
+
+export async function shot(page, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** The chat iframe that the widget opened on a host page. */
+export async function openWidget(page) {
+  const launcher = page.getByRole('button', { name: /Chatta med oss|Chat with us/ });
+  await launcher.click();
+  await page.locator('iframe[title]').waitFor();
+  const handle = await page.locator('iframe[title]').elementHandle();
+  const frame = await handle.contentFrame();
+  await frame.waitForLoadState();
+  return frame;
+}
+
+/** True when nothing makes the page scroll sideways. */
+export async function noHorizontalScroll(target) {
+  return target.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1);
+}
+
+/** The focused element has a visible focus indicator. */
+export async function focusVisible(target) {
+  return target.evaluate(() => {
+    const el = document.activeElement;
+    if (!el || el === document.body) return { ok: false, what: 'nothing focused' };
+    const s = getComputedStyle(el);
+    const outline = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2;
+    const shadow = s.boxShadow && s.boxShadow !== 'none';
+    return { ok: outline || shadow, what: `${el.tagName.toLowerCase()}#${el.id}.${el.className}` };
+  });
+}
+
+export async function login(page, username, password) {
+  await page.getByLabel('Användarnamn').fill(username);
+  await page.getByLabel('Lösenord').fill(password);
+  await page.getByRole('button', { name: 'Logga in' }).click();
+}
