@@ -277,14 +277,60 @@ impl Default for RetentionConfig {
     }
 }
 
-/// Who may embed the widget and talk to the server from other origins.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+/// Origins, limits and throttles that keep hostile clients out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
     /// Origins of the municipal sites that embed the widget, e.g.
     /// `https://helsingborg.se`. The widget's chat frame may be framed only by
     /// these, and the citizen socket accepts only these and the server's own origin.
     pub widget_origins: Vec<String>,
+    /// The server's public origin when it runs behind a reverse proxy, e.g.
+    /// `https://chatt.kommun.se`. Empty: the origin is taken from the Host header.
+    /// An `https` origin also makes session cookies `Secure`.
+    pub public_origin: String,
+    /// Most simultaneous connections of any kind; above it new connections
+    /// get `503`. Keep it below the process's open-file limit.
+    pub max_connections: usize,
+    /// Most citizen connections from one client address (offices share addresses).
+    pub max_citizen_connections_per_address: usize,
+    /// Frames a connection may send per second on average …
+    pub messages_per_second: u32,
+    /// … and in a burst.
+    pub message_burst: u32,
+    /// Seconds a client has to send its request headers (and TLS handshake).
+    pub handshake_timeout_seconds: u64,
+    /// How often open advisor and admin sockets re-check their session (so a
+    /// password change from the command line also closes them).
+    pub session_check_seconds: u64,
+    /// Sign-in failures allowed per account and per address before delays start.
+    pub login_free_attempts: u32,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            widget_origins: Vec::new(),
+            public_origin: String::new(),
+            max_connections: 19_000,
+            max_citizen_connections_per_address: 50,
+            messages_per_second: 5,
+            message_burst: 20,
+            handshake_timeout_seconds: 10,
+            session_check_seconds: 30,
+            login_free_attempts: 5,
+        }
+    }
+}
+
+/// Built-in TLS (rustls). Both paths set: HTTPS and WSS on `listen`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_path: String,
+    /// PEM private key.
+    pub key_path: String,
 }
 
 /// The whole configuration file as written.
@@ -301,6 +347,7 @@ pub struct FileConfig {
     pub storage: StorageConfig,
     pub security: SecurityConfig,
     pub retention: RetentionConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for FileConfig {
@@ -316,6 +363,7 @@ impl Default for FileConfig {
             storage: StorageConfig::default(),
             security: SecurityConfig::default(),
             retention: RetentionConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -333,6 +381,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub security: SecurityConfig,
     pub retention: RetentionConfig,
+    pub tls: TlsConfig,
     /// Where it came from, for the start-up log.
     pub source: String,
 }
@@ -523,16 +572,41 @@ impl FileConfig {
         if !(1..=100_000).contains(&self.storage.max_batch) {
             return Err(error("storage.max_batch".into(), "must be between 1 and 100000".into()));
         }
-        for (i, o) in self.security.widget_origins.iter().enumerate() {
-            let valid = (o.starts_with("https://") || o.starts_with("http://"))
+        let is_origin = |o: &str| {
+            (o.starts_with("https://") || o.starts_with("http://"))
                 && !o.ends_with('/')
-                && o.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'));
-            if !valid {
+                && o.split("://").nth(1).is_some_and(|host| !host.is_empty() && !host.contains('/'))
+        };
+        for (i, o) in self.security.widget_origins.iter().enumerate() {
+            if !is_origin(o) {
                 return Err(error(
                     format!("security.widget_origins[{i}]"),
                     format!("{o:?} is not an origin like \"https://kommun.se\" (scheme and host, no path)"),
                 ));
             }
+        }
+        let s = &self.security;
+        if !s.public_origin.is_empty() && !is_origin(&s.public_origin) {
+            return Err(error(
+                "security.public_origin".into(),
+                format!("{:?} is not an origin like \"https://chatt.kommun.se\"", s.public_origin),
+            ));
+        }
+        for (key, value, min) in [
+            ("security.max_connections", s.max_connections as u64, 1),
+            ("security.max_citizen_connections_per_address", s.max_citizen_connections_per_address as u64, 1),
+            ("security.messages_per_second", u64::from(s.messages_per_second), 1),
+            ("security.message_burst", u64::from(s.message_burst), 1),
+            ("security.handshake_timeout_seconds", s.handshake_timeout_seconds, 1),
+            ("security.session_check_seconds", s.session_check_seconds, 1),
+            ("security.login_free_attempts", u64::from(s.login_free_attempts), 1),
+        ] {
+            if value < min {
+                return Err(error(key.into(), format!("must be at least {min}")));
+            }
+        }
+        if self.tls.cert_path.is_empty() != self.tls.key_path.is_empty() {
+            return Err(error("tls".into(), "set both cert_path and key_path, or neither".into()));
         }
         for category in self.retention.categories.keys() {
             if !self.chat.categories.is_empty() && !self.chat.categories.contains(category) {
@@ -560,6 +634,7 @@ impl FileConfig {
             storage: self.storage,
             security: self.security,
             retention: self.retention,
+            tls: self.tls,
             source: origin.to_owned(),
         })
     }

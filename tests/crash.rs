@@ -30,6 +30,11 @@ day_before_holiday = []
 
 [chat]
 max_chats_per_advisor = 10
+
+# This test floods on purpose.
+[security]
+messages_per_second = 100000
+message_burst = 100000
 "#;
 
 fn kommunchat(dir: &Path, db_url: &str) -> Command {

@@ -85,10 +85,6 @@ pub enum Input {
     AdvisorGone {
         conn: ConnId,
     },
-    /// The account's sessions ended (logout, password change, removal): close its sockets.
-    UserRevoked {
-        user: UserId,
-    },
     /// Storage made these writes durable, in order.
     Committed(Vec<Committed>),
     /// Once per queue-update interval: grace periods, inactivity, queue positions.
@@ -110,8 +106,6 @@ pub enum Effect {
 pub enum CloseReason {
     /// The same conversation or advisor connected again elsewhere.
     Replaced,
-    /// The account's session was revoked.
-    Revoked,
     /// The server is shutting down.
     Shutdown,
 }
@@ -375,11 +369,6 @@ impl ChatCore {
             Input::AdvisorConnected { conn, advisor } => self.advisor_connected(now, conn, advisor, out),
             Input::Advisor { conn, request } => self.advisor_request(now, conn, request, out),
             Input::AdvisorGone { conn } => self.advisor_gone(now, conn, out),
-            Input::UserRevoked { user } => {
-                if let Some(conn) = self.advisors.get(&user).and_then(|a| a.conn) {
-                    out.push(Effect::Close(conn, CloseReason::Revoked));
-                }
-            }
             Input::Committed(results) => {
                 for result in results {
                     self.committed(now, result, out);

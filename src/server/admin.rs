@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use super::App;
 use super::api::{ApiError, signed_in_admin};
 use crate::auth::{self, Role};
-use crate::domain::chat::Input;
 use crate::protocol::http::{CreateUserRequest, LiveFrame, LiveView, PasswordRequest, UserView};
 use crate::storage::UserRecord;
 
@@ -84,7 +83,7 @@ pub async fn set_password(
     if !app.storage.set_password(&username, &hash).await? {
         return Err(ApiError::NotFound);
     }
-    app.hub.input(Input::UserRevoked { user: user.id });
+    let _ = app.revoked.send(user.id);
     tracing::info!(user = user.id, "password reset by an admin");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -103,7 +102,7 @@ pub async fn remove_user(
     if !app.storage.remove_user(&username).await? {
         return Err(ApiError::NotFound);
     }
-    app.hub.input(Input::UserRevoked { user: user.id });
+    let _ = app.revoked.send(user.id);
     tracing::info!(user = user.id, "account removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -174,16 +173,26 @@ pub async fn live(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Jso
 
 /// `GET /ws/admin`: pushes the live figures when they change.
 pub async fn live_socket(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
-    if let Err(e) = signed_in_admin(&app, &headers).await {
-        return e.into_response();
+    if !super::guard::origin_allowed(&headers, &app.config.security, super::guard::Allowed::SameOrigin) {
+        return ApiError::ForbiddenOrigin.into_response();
     }
+    let user = match signed_in_admin(&app, &headers).await {
+        Ok(user) => user,
+        Err(e) => return e.into_response(),
+    };
+    let session = super::ws::Session {
+        user: user.id,
+        token_hash: super::api::session_token(&headers).map(auth::token_hash).unwrap_or_default(),
+    };
     upgrade.read_buffer_size(1024).write_buffer_size(0).max_message_size(4096).on_upgrade(move |socket| async move {
+        let _held = app.connections.hold();
         let _counted = app.metrics.connection("admin");
-        push_live(socket, app).await;
+        push_live(socket, app, session).await;
     })
 }
 
-async fn push_live(mut socket: WebSocket, app: Arc<App>) {
+async fn push_live(mut socket: WebSocket, app: Arc<App>, session: super::ws::Session) {
+    let mut watch = super::ws::SessionWatch::new(&app, session);
     let mut live = app.live.clone();
     // The current figures first, then every change.
     live.mark_changed();
@@ -203,6 +212,10 @@ async fn push_live(mut socket: WebSocket, app: Arc<App>) {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
+            _ = watch.ended(&app) => {
+                super::ws::close(&mut socket, 1008, "the session has ended").await;
+                break;
+            }
         }
     }
 }

@@ -11,7 +11,6 @@ use chrono::TimeDelta;
 
 use super::App;
 use crate::auth::{self, Role, SESSION_COOKIE};
-use crate::domain::chat::Input;
 use crate::protocol::hours::{ContactView, HoursView};
 use crate::protocol::http::{ErrorBody, LoginRequest, MeView};
 use crate::storage::UserRecord;
@@ -30,6 +29,10 @@ pub enum ApiError {
     BadCredentials,
     #[error("this needs another role")]
     Forbidden,
+    #[error("requests from this origin are not allowed")]
+    ForbiddenOrigin,
+    #[error("too many failed sign-ins; try again in {0} seconds")]
+    TooManyAttempts(u64),
     #[error("no such resource")]
     NotFound,
     #[error("{0}")]
@@ -57,6 +60,8 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::ForbiddenOrigin => (StatusCode::FORBIDDEN, "forbidden_origin"),
+            ApiError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(detail) => {
@@ -68,7 +73,13 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => "something went wrong on the server; it has been logged".to_string(),
             other => other.to_string(),
         };
-        (status, Json(ErrorBody::new(code, message))).into_response()
+        let mut response = (status, Json(ErrorBody::new(code, message))).into_response();
+        if let ApiError::TooManyAttempts(seconds) = self
+            && let Ok(v) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
     }
 }
 
@@ -120,11 +131,18 @@ fn me_view(user: &UserRecord) -> MeView {
 /// `POST /api/v1/login`: sets the session cookie.
 pub async fn login(
     State(app): State<Arc<App>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = body?;
     if request.username.len() > 64 || request.password.len() > auth::MAX_PASSWORD_BYTES {
         return Err(ApiError::BadCredentials);
+    }
+    let now = app.clock.now();
+    let account_key = format!("user:{}", request.username);
+    let keys = [account_key.clone(), format!("ip:{}", peer.ip())];
+    if let Some(wait) = app.throttle.blocked(&keys, now) {
+        return Err(ApiError::TooManyAttempts(wait));
     }
     let user = app.storage.user_by_name(&request.username).await?;
     let hash = user.as_ref().map_or_else(|| auth::decoy_hash().to_owned(), |u| u.password_hash.clone());
@@ -137,16 +155,19 @@ pub async fn login(
         Some(user) if ok => user,
         _ => {
             tracing::info!("failed sign-in");
+            app.throttle.failed(&keys, now);
             return Err(ApiError::BadCredentials);
         }
     };
+    app.throttle.succeeded(&account_key);
     let token = auth::random_token();
     let now = app.clock.now();
     app.storage.create_session(&auth::token_hash(&token), user.id, now, now + SESSION_LIFETIME).await?;
     tracing::info!(user = user.id, "signed in");
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_LIFETIME.num_seconds()
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        SESSION_LIFETIME.num_seconds(),
+        if app.secure_cookies { "; Secure" } else { "" }
     );
     let mut response = Json(me_view(&user)).into_response();
     response
@@ -159,10 +180,11 @@ pub async fn login(
 pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(token) = session_token(&headers) {
         let hash = auth::token_hash(token);
-        if let Some(user) = app.storage.session_user(&hash, app.clock.now()).await? {
-            app.hub.input(Input::UserRevoked { user: user.id });
-        }
+        let user = app.storage.session_user(&hash, app.clock.now()).await?;
         app.storage.delete_session(&hash).await?;
+        if let Some(user) = user {
+            let _ = app.revoked.send(user.id);
+        }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(

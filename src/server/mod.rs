@@ -3,6 +3,8 @@
 mod admin;
 mod api;
 mod errands;
+mod guard;
+mod listener;
 mod web;
 mod ws;
 
@@ -13,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::TimeDelta;
 use tokio::net::TcpListener;
@@ -36,6 +39,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// State shared by every request handler.
@@ -48,6 +53,15 @@ pub struct App {
     /// The latest live figures, published by the hub.
     pub live: tokio::sync::watch::Receiver<Arc<LiveFigures>>,
     pub metrics: Arc<Metrics>,
+    /// Failed sign-ins, per account and per address.
+    pub throttle: guard::LoginThrottle,
+    /// Citizen sockets per client address.
+    pub per_address: Arc<guard::PerAddress>,
+    /// Users whose sessions just ended: their sockets close.
+    pub revoked: tokio::sync::broadcast::Sender<i64>,
+    pub connections: Arc<listener::ConnectionCount>,
+    /// Session cookies carry `Secure` (TLS here or at the proxy).
+    pub secure_cookies: bool,
     next_conn: AtomicU64,
 }
 
@@ -95,27 +109,46 @@ impl Server {
         let tick = Duration::from_millis(config.chat.queue_update_interval_ms.min(1000));
         tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick, live_tx));
 
-        let app =
-            Arc::new(App { config, clock, storage, hub: hub_handle, live, metrics, next_conn: AtomicU64::new(1) });
+        let tls = if config.tls.cert_path.is_empty() {
+            None
+        } else {
+            Some(listener::tls_acceptor(&config.tls.cert_path, &config.tls.key_path).map_err(StartError::Tls)?)
+        };
+        let secure_cookies = tls.is_some() || config.security.public_origin.starts_with("https://");
+        let options = listener::ServeOptions {
+            max_connections: config.security.max_connections,
+            handshake_timeout: Duration::from_secs(config.security.handshake_timeout_seconds),
+            tls,
+            drain_timeout: DRAIN_TIMEOUT,
+        };
+        let app = Arc::new(App {
+            throttle: guard::LoginThrottle::new(config.security.login_free_attempts),
+            per_address: Arc::default(),
+            revoked: tokio::sync::broadcast::channel(64).0,
+            connections: Arc::default(),
+            secure_cookies,
+            config,
+            clock,
+            storage,
+            hub: hub_handle,
+            live,
+            metrics,
+            next_conn: AtomicU64::new(1),
+        });
         let router = routes(app.clone());
-        let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         spawn_retention(app.clone(), shutdown_rx.clone());
         let hub_for_shutdown = app.hub.clone();
+        let count = app.connections.clone();
         let task = tokio::spawn(async move {
             let mut signal = shutdown_rx.clone();
-            let graceful = async move {
+            let stop = async move {
                 let _ = signal.wait_for(|stop| *stop).await;
+                // Tell clients and flush storage before the listener closes.
                 hub_for_shutdown.shutdown().await;
             };
-            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(graceful);
-            tokio::select! {
-                result = serve => result,
-                _ = async {
-                    let _ = shutdown_rx.wait_for(|stop| *stop).await;
-                    tokio::time::sleep(DRAIN_TIMEOUT).await;
-                } => Ok(()),
-            }
+            listener::serve(listener, router, options, count, stop).await;
+            Ok(())
         });
         tracing::info!(%addr, storage = app.storage.backend(), config = %app.config.source, "kommunchat started");
         Ok(Server { addr, app, shutdown, task })
@@ -170,6 +203,7 @@ fn routes(app: Arc<App>) -> Router {
         .route("/ws/advisor", get(ws::advisor))
         .merge(web::routes())
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), check_origin))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(app)
 }
@@ -194,6 +228,22 @@ fn spawn_retention(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<boo
             }
         }
     });
+}
+
+/// Refuses state-changing requests from other origins (CSRF), on top of the
+/// `SameSite=Strict` cookie and the JSON content type.
+async fn check_origin(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if guard::changes_state(request.method())
+        && !guard::origin_allowed(request.headers(), &app.config.security, guard::Allowed::SameOrigin)
+    {
+        tracing::info!("refused a cross-origin request");
+        return api::ApiError::ForbiddenOrigin.into_response();
+    }
+    next.run(request).await
 }
 
 /// One span per HTTP request; the outcome is logged at debug level (paths

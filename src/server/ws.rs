@@ -3,13 +3,16 @@
 //!
 //! Buffers are sized for chat, not for bulk transfer (tungstenite's defaults
 //! are 128 KiB each way per connection, gigabytes at 19,000 connections).
+//! Every connection is origin-checked at the upgrade, rate-limited per frame,
+//! pinged, and closed with the RFC 6455 code that says why.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
 use tokio::sync::mpsc;
@@ -18,6 +21,8 @@ use tracing::Instrument;
 
 use super::App;
 use super::api::{ApiError, signed_in};
+use super::guard::{self, Allowed};
+use crate::auth;
 use crate::domain::chat::{AdvisorProfile, CloseReason, ConnId, Input};
 use crate::hub::{HubCommand, OUTBOX_CAPACITY, Outgoing};
 use crate::protocol::ws::{self, AdvisorEvent, AdvisorRequest, CitizenEvent, CitizenRequest, ErrorCode};
@@ -32,43 +37,80 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Frames written before a flush when several are waiting.
 const WRITE_BATCH: usize = 64;
 
+/// RFC 6455 close codes used here.
+mod close_code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const REPLACED: u16 = 4001;
+    pub const TOO_SLOW: u16 = 4002;
+}
+
+/// The largest frame or message accepted: a maximal chat message with its JSON
+/// envelope (escaping can double the text). Beyond it the socket closes with 1009.
+pub fn max_frame_bytes(app: &App) -> usize {
+    app.config.chat.max_message_bytes * 2 + 1024
+}
+
 fn configure(upgrade: WebSocketUpgrade, app: &App) -> WebSocketUpgrade {
-    // JSON escaping can double a message's size; leave room for the envelope.
-    let max_message = app.config.chat.max_message_bytes * 2 + 1024;
+    let max = max_frame_bytes(app);
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(1024 * 1024)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
+        .max_message_size(max)
+        .max_frame_size(max)
 }
 
-/// `GET /ws/citizen`: anonymous.
-pub async fn citizen(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
+fn forbidden_origin() -> Response {
+    ApiError::ForbiddenOrigin.into_response()
+}
+
+/// `GET /ws/citizen`: anonymous; the server's own origin or a configured widget origin.
+pub async fn citizen(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !guard::origin_allowed(&headers, &app.config.security, Allowed::SameOriginOrWidget) {
+        return forbidden_origin();
+    }
+    let cap = app.config.security.max_citizen_connections_per_address;
+    let Some(slot) = app.per_address.take(peer.ip(), cap) else {
+        return (StatusCode::TOO_MANY_REQUESTS, "too many open chats from this address\n").into_response();
+    };
     configure(upgrade, &app).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        let _held = app.connections.hold();
         let _counted = app.metrics.connection("citizen");
         let conn = app.next_conn();
         let decode = move |text: &str| {
-            ws::decode::<CitizenRequest>(text).map(|request| Input::Citizen { conn, request }).map_err(|e| {
-                let event = CitizenEvent::Error { code: ErrorCode::BadRequest, message: e.0, client_msg_id: None };
-                ws::encode(&event)
-            })
+            ws::decode::<CitizenRequest>(text)
+                .map(|request| Input::Citizen { conn, request })
+                .map_err(|e| ws::encode(&citizen_error(ErrorCode::BadRequest, e.0)))
         };
         let span = tracing::info_span!("connection", conn, role = "citizen");
-        run(socket, &app, conn, Input::CitizenConnected { conn }, decode).instrument(span).await;
+        run(socket, &app, conn, Input::CitizenConnected { conn }, decode, None, Role::Citizen).instrument(span).await;
         app.hub.input(Input::CitizenGone { conn });
     })
 }
 
-/// `GET /ws/advisor`: needs a signed-in advisor or admin (session cookie).
+/// `GET /ws/advisor`: a signed-in advisor or admin (session cookie), same origin only.
 pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    if !guard::origin_allowed(&headers, &app.config.security, Allowed::SameOrigin) {
+        return forbidden_origin();
+    }
     let user = match signed_in(&app, &headers).await {
         Ok(user) => user,
         Err(e) => return e.into_response(),
     };
-    if user.role != "advisor" && user.role != "admin" {
-        return ApiError::Forbidden.into_response();
-    }
+    let session = Session {
+        user: user.id,
+        token_hash: super::api::session_token(&headers).map(auth::token_hash).unwrap_or_default(),
+    };
     let profile = AdvisorProfile {
         id: user.id,
         username: user.username,
@@ -76,79 +118,244 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
         role: user.role,
     };
     configure(upgrade, &app).on_upgrade(move |socket| async move {
+        let _held = app.connections.hold();
         let _counted = app.metrics.connection("advisor");
         let conn = app.next_conn();
         let decode = move |text: &str| {
-            ws::decode::<AdvisorRequest>(text).map(|request| Input::Advisor { conn, request }).map_err(|e| {
-                let event = AdvisorEvent::Error {
-                    code: ErrorCode::BadRequest,
-                    message: e.0,
-                    conversation_id: None,
-                    client_msg_id: None,
-                };
-                ws::encode(&event)
-            })
+            ws::decode::<AdvisorRequest>(text)
+                .map(|request| Input::Advisor { conn, request })
+                .map_err(|e| ws::encode(&advisor_error(ErrorCode::BadRequest, e.0)))
         };
         let span = tracing::info_span!("connection", conn, role = "advisor", user = profile.id);
-        run(socket, &app, conn, Input::AdvisorConnected { conn, advisor: profile }, decode).instrument(span).await;
+        let connected = Input::AdvisorConnected { conn, advisor: profile };
+        run(socket, &app, conn, connected, decode, Some(session), Role::Advisor).instrument(span).await;
         app.hub.input(Input::AdvisorGone { conn });
     })
 }
 
+fn citizen_error(code: ErrorCode, message: String) -> CitizenEvent {
+    CitizenEvent::Error { code, message, client_msg_id: None }
+}
+
+fn advisor_error(code: ErrorCode, message: String) -> AdvisorEvent {
+    AdvisorEvent::Error { code, message, conversation_id: None, client_msg_id: None }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Citizen,
+    Advisor,
+}
+
+impl Role {
+    fn error_frame(self, code: ErrorCode, message: &str) -> String {
+        match self {
+            Role::Citizen => ws::encode(&citizen_error(code, message.into())),
+            Role::Advisor => ws::encode(&advisor_error(code, message.into())),
+        }
+    }
+}
+
+/// The session behind an authenticated socket.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: i64,
+    pub token_hash: String,
+}
+
+/// Watches a session while its socket is open: closes when the user's
+/// sessions are revoked here (logout, password change, removal) or, checked
+/// periodically, when the session is gone from storage (changed elsewhere,
+/// e.g. `kommunchat user passwd`, or expired).
+pub struct SessionWatch {
+    session: Session,
+    revoked: tokio::sync::broadcast::Receiver<i64>,
+    check: tokio::time::Interval,
+}
+
+impl SessionWatch {
+    pub fn new(app: &App, session: Session) -> SessionWatch {
+        let every = Duration::from_secs(app.config.security.session_check_seconds);
+        let mut check = tokio::time::interval_at(Instant::now() + every, every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        SessionWatch { session, revoked: app.revoked.subscribe(), check }
+    }
+
+    /// Completes when the session has ended.
+    pub async fn ended(&mut self, app: &App) {
+        loop {
+            tokio::select! {
+                revoked = self.revoked.recv() => match revoked {
+                    Ok(user) if user == self.session.user => return,
+                    Ok(_) => {}
+                    // Missed some: check storage to be sure.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if !self.still_valid(app).await {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
+                _ = self.check.tick() => {
+                    if !self.still_valid(app).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn still_valid(&self, app: &App) -> bool {
+        match app.storage.session_user(&self.session.token_hash, app.clock.now()).await {
+            Ok(user) => user.is_some_and(|u| u.id == self.session.user),
+            // Storage trouble is not the user's fault: keep the socket.
+            Err(_) => true,
+        }
+    }
+}
+
+/// Per-connection token bucket: `rate` frames per second, bursts of `burst`.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    /// Frames refused since the bucket was last full.
+    refused: u32,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> RateLimit {
+        RateLimit {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: Instant::now(),
+            refused: 0,
+        }
+    }
+
+    /// True if a frame may pass now.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= self.burst {
+            self.refused = 0;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// A client that keeps sending into a refusal is abusive.
+    fn abusive(&self) -> bool {
+        self.refused > self.burst as u32
+    }
+}
+
+/// The close code for a read error: too big (1009), not UTF-8 (1007), or broken framing (1002).
+fn close_code_for(error: axum::Error) -> Option<(u16, &'static str)> {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some((close_code::TOO_BIG, "frame or message too big")),
+        Some(tungstenite::Error::Utf8(_)) => Some((close_code::INVALID_DATA, "text is not valid UTF-8")),
+        Some(tungstenite::Error::Protocol(_)) => Some((close_code::PROTOCOL_ERROR, "protocol error")),
+        _ => None,
+    }
+}
+
 /// The connection loop. Returns when the connection is over; the caller tells the hub.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     mut socket: WebSocket,
     app: &App,
     conn: ConnId,
     connected: Input,
     decode: impl Fn(&str) -> Result<Input, String>,
+    session: Option<Session>,
+    role: Role,
 ) {
     let (outbox, mut frames) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
     app.hub.send(HubCommand::Attach { conn, outbox });
     app.hub.input(connected);
+    let security = &app.config.security;
+    let mut limit = RateLimit::new(security.messages_per_second, security.message_burst);
+    let mut session = session.map(|s| SessionWatch::new(app, s));
     let mut last_heard = Instant::now();
     let mut heartbeat = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
         tokio::select! {
             received = socket.recv() => {
-                let Some(Ok(message)) = received else { break };
-                last_heard = Instant::now();
-                match message {
-                    Message::Text(text) => match decode(text.as_str()) {
-                        Ok(input) => app.hub.input(input),
-                        Err(error_frame) => {
-                            if socket.send(Message::Text(error_frame.into())).await.is_err() {
-                                break;
-                            }
+                let message = match received {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        if let Some((code, why)) = close_code_for(e) {
+                            close(&mut socket, code, why).await;
                         }
-                    },
+                        break;
+                    }
+                    None => break,
+                };
+                last_heard = Instant::now();
+                let text = match message {
+                    Message::Text(text) => text,
                     Message::Binary(_) => {
-                        let frame = ws::encode(&CitizenEvent::Error {
-                            code: ErrorCode::BadRequest,
-                            message: "frames must be JSON text, not binary".into(),
-                            client_msg_id: None,
-                        });
+                        let frame = role.error_frame(ErrorCode::BadRequest, "frames must be JSON text, not binary");
                         if socket.send(Message::Text(frame.into())).await.is_err() {
                             break;
                         }
+                        continue;
                     }
                     Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => {}
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if !limit.take() {
+                    if limit.abusive() {
+                        close(&mut socket, close_code::POLICY, "too many messages").await;
+                        break;
+                    }
+                    let frame = role.error_frame(ErrorCode::RateLimited, "too many messages; slow down");
+                    if socket.send(Message::Text(frame.into())).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                match decode(text.as_str()) {
+                    Ok(input) => app.hub.input(input),
+                    Err(error_frame) => {
+                        if socket.send(Message::Text(error_frame.into())).await.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
             outgoing = frames.recv() => {
                 let Some(first) = outgoing else {
                     // The hub dropped this outbox: the client could not keep up.
-                    close(&mut socket, 4002, "too slow; reconnect and resume").await;
+                    close(&mut socket, close_code::TOO_SLOW, "too slow; reconnect and resume").await;
                     break;
                 };
                 if !write_frames(&mut socket, first, &mut frames).await {
                     break;
                 }
             }
+            _ = async {
+                match session.as_mut() {
+                    Some(watch) => watch.ended(app).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                close(&mut socket, close_code::POLICY, "the session has ended").await;
+                break;
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > IDLE_TIMEOUT {
-                    close(&mut socket, 1001, "idle").await;
+                    close(&mut socket, close_code::GOING_AWAY, "idle").await;
                     break;
                 }
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
@@ -171,9 +378,8 @@ async fn write_frames(socket: &mut WebSocket, first: Outgoing, frames: &mut mpsc
             Outgoing::Close(reason) => {
                 let _ = socket.flush().await;
                 let (code, why) = match reason {
-                    CloseReason::Replaced => (4001, "the conversation continues on another connection"),
-                    CloseReason::Revoked => (1008, "the session has ended"),
-                    CloseReason::Shutdown => (1001, "the server is shutting down"),
+                    CloseReason::Replaced => (close_code::REPLACED, "the conversation continues on another connection"),
+                    CloseReason::Shutdown => (close_code::GOING_AWAY, "the server is shutting down"),
                 };
                 close(socket, code, why).await;
                 return false;
@@ -190,6 +396,6 @@ async fn write_frames(socket: &mut WebSocket, first: Outgoing, frames: &mut mpsc
     socket.flush().await.is_ok()
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+pub async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }

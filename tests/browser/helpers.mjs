@@ -85,6 +85,7 @@ export async function startServer({ config, users = [] }) {
   const env = { ...process.env, KOMMUNCHAT_DATABASE_URL: `sqlite://${dir}/k.db`, KOMMUNCHAT_LOG: 'warn' };
   delete env.KOMMUNCHAT_CONFIG;
   const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  track(child);
   const url = await new Promise((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => reject(new Error('the server did not start within 30 s')), 30000);
@@ -172,7 +173,15 @@ export async function focusVisible(target) {
 }
 
 export async function login(page, username, password) {
-  await page.getByLabel('Användarnamn').fill(username);
-  await page.getByLabel('Lösenord').fill(password);
+  await page.locator('#login-user').fill(username);
+  await page.locator('#login-pass').fill(password);
   await page.getByRole('button', { name: 'Logga in' }).click();
 }
+
+// Servers still running when the test process ends are stopped with it.
+const children = new Set();
+export function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+}
+process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });

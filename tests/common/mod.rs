@@ -52,16 +52,24 @@ impl TestDb {
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await
                     .expect("PostgreSQL must run on 127.0.0.1:5432 (test.sh starts it)");
-                // Earlier runs' leftovers; a database still in use refuses to go, which is right.
+                // Leftovers of earlier runs (named with their creation time), an
+                // hour old or more; newer ones may belong to tests running now.
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
                 let stale: Vec<(String,)> =
                     sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'kc_test_%'")
                         .fetch_all(&mut conn)
                         .await
                         .unwrap_or_default();
                 for (name,) in stale {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await;
+                    let created: u64 = name.split('_').nth(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+                    if created + 3600 < now {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await;
+                    }
                 }
-                let name = format!("kc_test_{}", auth::random_token());
+                let name = format!("kc_test_{now}_{}", auth::random_token());
                 sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
                 TestDb { url: format!("{}/{name}", pg_admin_url()), _dir: None, pg_name: Some(name) }
             }
@@ -95,6 +103,8 @@ impl TestServer {
         config.database_url = db.url.clone();
         config.storage.sqlite_synchronous = kommunchat::config::SqliteSynchronous::Normal;
         config.chat.queue_update_interval_ms = 100;
+        // Every test client comes from 127.0.0.1; the per-address cap has a test of its own.
+        config.security.max_citizen_connections_per_address = 1000;
         adjust(&mut config);
         let clock = Arc::new(ManualClock::new(monday_morning()));
         TestServer::start_on(db, config, clock).await

@@ -1,0 +1,212 @@
+//! Defences at the door: origin checks (cross-site WebSocket hijacking and
+//! CSRF), sign-in throttling, and the per-address cap on anonymous sockets.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, header};
+use chrono::{DateTime, TimeDelta, Utc};
+use dashmap::DashMap;
+
+use crate::config::SecurityConfig;
+
+/// Which origins a request may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// Only the server's own origin (console, admin, API).
+    SameOrigin,
+    /// Also the configured widget origins (the citizen socket).
+    SameOriginOrWidget,
+}
+
+/// Checks the `Origin` header against an exact allowlist. A request with no
+/// `Origin` comes from something other than a browser page (browsers always
+/// send it on WebSocket upgrades and cross-origin writes) and is let through:
+/// origin checks protect the victim's browser, not the server.
+pub fn origin_allowed(headers: &HeaderMap, security: &SecurityConfig, allowed: Allowed) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    if !security.public_origin.is_empty() && origin == security.public_origin {
+        return true;
+    }
+    if allowed == Allowed::SameOriginOrWidget && security.widget_origins.iter().any(|o| o == origin) {
+        return true;
+    }
+    // Same origin as the Host the browser addressed (either scheme: a TLS proxy may sit in front).
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (host, origin.split_once("://")) {
+        (Some(host), Some((scheme, rest))) => (scheme == "http" || scheme == "https") && rest == host,
+        _ => false,
+    }
+}
+
+/// Methods that change state and so need an origin check.
+pub fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Failed sign-ins per key (an account, an address), with growing delays.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    free_attempts: u32,
+    failures: DashMap<String, Failures>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    blocked_until: DateTime<Utc>,
+    last: DateTime<Utc>,
+}
+
+/// The longest delay between attempts.
+const MAX_DELAY: TimeDelta = TimeDelta::minutes(15);
+/// Failures are forgotten after this long without any.
+const FORGET_AFTER: TimeDelta = TimeDelta::hours(24);
+
+impl LoginThrottle {
+    pub fn new(free_attempts: u32) -> LoginThrottle {
+        LoginThrottle { free_attempts, failures: DashMap::new() }
+    }
+
+    /// `Some(seconds to wait)` if any of `keys` is blocked at `now`.
+    pub fn blocked(&self, keys: &[String], now: DateTime<Utc>) -> Option<u64> {
+        keys.iter()
+            .filter_map(|k| self.failures.get(k).map(|f| f.blocked_until))
+            .filter(|until| *until > now)
+            .max()
+            .map(|until| (until - now).num_seconds().max(1) as u64)
+    }
+
+    /// Records a failure for every key: after the free attempts, each failure
+    /// doubles the wait (1 s, 2 s, 4 s, … up to 15 minutes).
+    pub fn failed(&self, keys: &[String], now: DateTime<Utc>) {
+        if self.failures.len() > 100_000 {
+            self.failures.retain(|_, f| now - f.last < FORGET_AFTER && f.blocked_until > now - TimeDelta::hours(1));
+        }
+        for key in keys {
+            let mut entry =
+                self.failures.entry(key.clone()).or_insert(Failures { count: 0, blocked_until: now, last: now });
+            let f = entry.value_mut();
+            if now - f.last > FORGET_AFTER {
+                f.count = 0;
+            }
+            f.count += 1;
+            f.last = now;
+            if f.count >= self.free_attempts {
+                let doublings = (f.count - self.free_attempts).min(20);
+                let delay = TimeDelta::seconds(1i64 << doublings).min(MAX_DELAY);
+                f.blocked_until = now + delay;
+            }
+        }
+    }
+
+    /// A correct password clears the account's failures (not the address's:
+    /// one valid account must not reset an attacker's count).
+    pub fn succeeded(&self, account_key: &str) {
+        self.failures.remove(account_key);
+    }
+}
+
+/// Open citizen sockets per client address.
+#[derive(Debug, Default)]
+pub struct PerAddress {
+    counts: DashMap<IpAddr, usize>,
+}
+
+/// Holds one slot for an address until dropped.
+#[derive(Debug)]
+pub struct AddressSlot {
+    owner: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let empty = match self.owner.counts.get_mut(&self.address) {
+            Some(mut n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        };
+        if empty {
+            self.owner.counts.remove_if(&self.address, |_, n| *n == 0);
+        }
+    }
+}
+
+impl PerAddress {
+    /// Takes a slot if the address has fewer than `max` open.
+    pub fn take(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut n = self.counts.entry(address).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { owner: self.clone(), address })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().expect("host"));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().expect("origin"));
+        }
+        h
+    }
+
+    #[test]
+    fn origins() {
+        let mut security = SecurityConfig::default();
+        security.widget_origins = vec!["https://helsingborg.se".into()];
+        let same = Allowed::SameOrigin;
+        let widget = Allowed::SameOriginOrWidget;
+        assert!(origin_allowed(&headers(None, "chatt.se"), &security, same));
+        assert!(origin_allowed(&headers(Some("https://chatt.se"), "chatt.se"), &security, same));
+        assert!(origin_allowed(&headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"), &security, same));
+        assert!(!origin_allowed(&headers(Some("https://evil.example"), "chatt.se"), &security, same));
+        assert!(!origin_allowed(&headers(Some("https://chatt.se.evil.example"), "chatt.se"), &security, same));
+        assert!(!origin_allowed(&headers(Some("null"), "chatt.se"), &security, same));
+        assert!(!origin_allowed(&headers(Some("https://helsingborg.se"), "chatt.se"), &security, same));
+        assert!(origin_allowed(&headers(Some("https://helsingborg.se"), "chatt.se"), &security, widget));
+        assert!(!origin_allowed(&headers(Some("https://helsingborg.se:444"), "chatt.se"), &security, widget));
+    }
+
+    #[test]
+    fn throttle_grows_and_resets() {
+        let t = LoginThrottle::new(3);
+        let now = Utc::now();
+        let keys = vec!["user:anna".to_string(), "ip:1.2.3.4".to_string()];
+        t.failed(&keys, now);
+        t.failed(&keys, now);
+        assert_eq!(t.blocked(&keys, now), None);
+        t.failed(&keys, now);
+        assert_eq!(t.blocked(&keys, now), Some(1));
+        t.failed(&keys, now + TimeDelta::seconds(2));
+        assert_eq!(t.blocked(&keys, now + TimeDelta::seconds(2)), Some(2));
+        for i in 0..30 {
+            t.failed(&keys, now + TimeDelta::seconds(10 + i));
+        }
+        assert_eq!(t.blocked(&keys, now + TimeDelta::seconds(40)), Some(15 * 60 - 1));
+        t.succeeded("user:anna");
+        assert!(t.blocked(&["user:anna".to_string()], now + TimeDelta::seconds(40)).is_none());
+        assert!(t.blocked(&["ip:1.2.3.4".to_string()], now + TimeDelta::seconds(40)).is_some());
+    }
+
+    #[test]
+    fn per_address_slots() {
+        let p = Arc::new(PerAddress::default());
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        let a = p.take(ip, 2).expect("first");
+        let _b = p.take(ip, 2).expect("second");
+        assert!(p.take(ip, 2).is_none());
+        drop(a);
+        assert!(p.take(ip, 2).is_some());
+    }
+}

@@ -1,0 +1,388 @@
+//! Each attack class from the security reference, tried against the running
+//! server with a real client: the attempt must fail, and nothing may change.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Client, TestServer};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// Tries a WebSocket upgrade with extra headers; returns the HTTP status of a refusal, or 101.
+async fn upgrade_status(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = format!("ws://{}{path}", server.addr).into_client_request().expect("request");
+    for (k, v) in headers {
+        let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("name");
+        request.headers_mut().insert(name, v.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => 101,
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("unexpected: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn cross_site_websocket_hijacking_is_refused() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.security.widget_origins = vec!["https://helsingborg.se".into()];
+    })
+    .await;
+    let host = server.addr.to_string();
+    let same = format!("http://{host}");
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[("origin", "https://evil.example")]).await, 403);
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[("origin", "null")]).await, 403);
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[("origin", "https://helsingborg.se.evil.example")]).await, 403);
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[("origin", "https://helsingborg.se")]).await, 101);
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[("origin", &same)]).await, 101);
+
+    // The advisor socket with a valid session cookie, from another site: refused before the session is used.
+    server.add_user("anna", "Anna", "advisor", "advisor password 1").await;
+    let cookie = server.login("anna", "advisor password 1").await;
+    assert_eq!(
+        upgrade_status(&server, "/ws/advisor", &[("origin", "https://evil.example"), ("cookie", &cookie)]).await,
+        403
+    );
+    assert_eq!(
+        upgrade_status(&server, "/ws/advisor", &[("origin", "https://helsingborg.se"), ("cookie", &cookie)]).await,
+        403
+    );
+    assert_eq!(upgrade_status(&server, "/ws/advisor", &[("origin", &same), ("cookie", &cookie)]).await, 101);
+    server.add_user("chef", "Chef", "admin", "admin password 123").await;
+    let admin = server.login("chef", "admin password 123").await;
+    assert_eq!(
+        upgrade_status(&server, "/ws/admin", &[("origin", "https://evil.example"), ("cookie", &admin)]).await,
+        403
+    );
+}
+
+#[tokio::test]
+async fn cross_site_request_forgery_is_refused_and_changes_nothing() {
+    let server = TestServer::start().await;
+    server.add_user("chef", "Chef", "admin", "admin password 123").await;
+    let cookie = server.login("chef", "admin password 123").await;
+    let http = reqwest::Client::new();
+    let forged = http
+        .post(server.url("/api/v1/users"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .json(&json!({"username": "mallory", "role": "admin", "password": "mallory password 1"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(forged.status().as_u16(), 403);
+    let body: Value = forged.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "forbidden_origin");
+    assert!(server.storage().user_by_name("mallory").await.expect("query").is_none());
+    let logout = http
+        .post(server.url("/api/v1/logout"))
+        .header("cookie", &cookie)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(logout.status().as_u16(), 403);
+    let me = http.get(server.url("/api/v1/me")).header("cookie", &cookie).send().await.expect("me");
+    assert_eq!(me.status().as_u16(), 200, "the session survived the forged logout");
+    // A form post (not JSON) is refused too, even from the same origin.
+    let form = http
+        .post(server.url("/api/v1/users"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=mallory&role=admin&password=mallorypassword1")
+        .send()
+        .await
+        .expect("post");
+    assert!(form.status().is_client_error());
+    assert!(server.storage().user_by_name("mallory").await.expect("query").is_none());
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled() {
+    let server = TestServer::start().await;
+    server.add_user("anna", "Anna", "advisor", "the right password").await;
+    let http = reqwest::Client::new();
+    let attempt = |username: &str, password: &str| {
+        http.post(server.url("/api/v1/login")).json(&json!({"username": username, "password": password})).send()
+    };
+    for _ in 0..4 {
+        assert_eq!(attempt("anna", "wrong guess 123").await.expect("post").status().as_u16(), 401);
+    }
+    let fifth = attempt("anna", "wrong guess 123").await.expect("post");
+    assert_eq!(fifth.status().as_u16(), 401);
+    let blocked = attempt("anna", "the right password").await.expect("post");
+    assert_eq!(blocked.status().as_u16(), 429, "even the right password waits while blocked");
+    assert!(blocked.headers().get("retry-after").is_some());
+    // The same address guessing other accounts is blocked too.
+    assert_eq!(attempt("bertil", "whatever password").await.expect("post").status().as_u16(), 429);
+    // After the delay (advance the server's clock) the right password works.
+    server.clock.advance(chrono::TimeDelta::seconds(5));
+    assert_eq!(attempt("anna", "the right password").await.expect("post").status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_password_change_elsewhere_closes_open_sockets() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.security.session_check_seconds = 1).await;
+    let mut console = server.advisor("anna", true).await;
+    let cookie = console.cookie.clone().expect("cookie");
+    server.add_user("chef", "Chef", "admin", "admin password 123").await;
+    let admin_cookie = server.login("chef", "admin password 123").await;
+    let mut live = Client::connect(server.addr, "/ws/admin", Some(&admin_cookie)).await;
+    live.expect("live").await;
+    // Changed straight in storage, as `kommunchat user passwd` in another process does.
+    let hash = kommunchat::auth::hash_password("a new password 123").expect("hash");
+    server.storage().set_password("anna", &hash).await.expect("set");
+    server.storage().set_password("chef", &hash).await.expect("set");
+    assert_eq!(console.closed().await, Some(1008));
+    assert_eq!(live.closed().await, Some(1008));
+    let me = reqwest::Client::new().get(server.url("/api/v1/me")).header("cookie", &cookie).send().await.expect("me");
+    assert_eq!(me.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn tokens_are_random_and_128_bits() {
+    let server = TestServer::start().await;
+    let (_a, qa) = server.queued_citizen("A").await;
+    let (_b, qb) = server.queued_citizen("B").await;
+    let (ta, tb) = (qa["resume_token"].as_str().expect("t"), qb["resume_token"].as_str().expect("t"));
+    assert_ne!(ta, tb);
+    for t in [ta, tb] {
+        assert_eq!(t.len(), 32);
+        assert!(t.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+    // A citizen cannot address anyone else's conversation: there is no field for it.
+    let mut c = server.citizen().await;
+    c.expect("welcome").await;
+    c.send(json!({"type": "message", "client_msg_id": "x", "text": "hej", "conversation_id": qa["conversation_id"]}))
+        .await;
+    assert_eq!(c.expect("error").await["code"], "bad_request");
+}
+
+async fn raw_citizen(server: &TestServer) -> Client {
+    let mut c = server.citizen().await;
+    c.expect("welcome").await;
+    c
+}
+
+#[tokio::test]
+async fn oversized_frames_close_with_1009_and_store_nothing() {
+    let server = TestServer::start().await;
+    let (mut citizen, queued) = server.queued_citizen("A").await;
+    let huge = "x".repeat(64 * 1024);
+    let _ = citizen
+        .ws
+        .send(Message::Text(json!({"type": "message", "client_msg_id": "big", "text": huge}).to_string().into()))
+        .await;
+    assert_eq!(citizen.closed().await, Some(1009));
+    let transcript = server.storage().transcript(queued["conversation_id"].as_str().expect("id")).await.expect("t");
+    assert!(transcript.is_empty());
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let server = TestServer::start().await;
+    let mut citizen = raw_citizen(&server).await;
+    let mut header = FrameHeader::default();
+    header.opcode = OpCode::Data(Data::Text);
+    header.is_final = true;
+    let frame = Frame::from_payload(header, vec![0x7b, 0xff, 0xfe, 0x7d].into());
+    citizen.ws.send(Message::Frame(frame)).await.expect("send");
+    assert_eq!(citizen.closed().await, Some(1007));
+}
+
+#[tokio::test]
+async fn compression_is_not_negotiated() {
+    let server = TestServer::start().await;
+    let mut request = format!("ws://{}/ws/citizen", server.addr).into_client_request().expect("request");
+    request
+        .headers_mut()
+        .insert("sec-websocket-extensions", "permessage-deflate; client_max_window_bits".parse().expect("h"));
+    let (_ws, response) = tokio_tungstenite::connect_async(request).await.expect("connects");
+    assert!(response.headers().get("sec-websocket-extensions").is_none());
+}
+
+#[tokio::test]
+async fn flooding_is_rate_limited_then_closed() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.security.messages_per_second = 2;
+        c.security.message_burst = 5;
+    })
+    .await;
+    let (mut citizen, queued) = server.queued_citizen("A").await; // the start used one token
+    for i in 0..40 {
+        let frame = json!({"type": "message", "client_msg_id": format!("f{i}"), "text": "spam"});
+        if citizen.ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+            break;
+        }
+    }
+    let mut acks = 0;
+    let mut limited = 0;
+    let code = loop {
+        match citizen.ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let f: Value = serde_json::from_str(&t).expect("json");
+                match f["type"].as_str() {
+                    Some("ack") => acks += 1,
+                    Some("error") if f["code"] == "rate_limited" => limited += 1,
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            _ => break None,
+        }
+    };
+    assert_eq!(code, Some(1008), "abuse closes the connection");
+    assert!(limited >= 5, "refusals were announced ({limited})");
+    assert!(acks <= 5, "only the burst got through ({acks})");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // What got through is stored (acks in flight at the close are re-sent on resume); the rest never was.
+    let stored = server.storage().transcript(queued["conversation_id"].as_str().expect("id")).await.expect("t");
+    assert!(stored.len() >= acks && stored.len() <= 5, "{} stored", stored.len());
+}
+
+#[tokio::test]
+async fn anonymous_connections_per_address_are_capped() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.security.max_citizen_connections_per_address = 3).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(raw_citizen(&server).await);
+    }
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[]).await, 429);
+    open.pop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[]).await, 101);
+}
+
+#[tokio::test]
+async fn the_global_connection_cap_refuses_clearly() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.security.max_connections = 4).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(raw_citizen(&server).await);
+    }
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("overloaded"));
+    drop(open);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reqwest::get(server.url("/healthz")).await.expect("get").status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_silent_client_is_cut_off_at_the_handshake_timeout() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.security.handshake_timeout_seconds = 1).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\n").await.expect("partial request");
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await.expect("closed in time");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn built_in_tls_serves_https_with_secure_cookies() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write");
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.tls.cert_path = cert_path.display().to_string();
+        c.tls.key_path = key_path.display().to_string();
+    })
+    .await;
+    server.add_user("anna", "Anna", "advisor", "advisor password 1").await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.expect("tcp");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let body = r#"{"username":"anna","password":"advisor password 1"}"#;
+    let request = format!(
+        "POST /api/v1/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let cookie_line = answer.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie")).expect("cookie");
+    assert!(cookie_line.contains("; Secure"), "{cookie_line}");
+    // Plain HTTP on the TLS port does not work.
+    assert!(reqwest::get(server.url("/healthz")).await.is_err());
+}
+
+#[tokio::test]
+async fn no_message_text_or_personal_data_in_logs_at_info() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("kommunchat.toml"),
+        "[opening_hours]\nmonday=[\"00:00-24:00\"]\ntuesday=[\"00:00-24:00\"]\nwednesday=[\"00:00-24:00\"]\nthursday=[\"00:00-24:00\"]\n\
+         friday=[\"00:00-24:00\"]\nsaturday=[\"00:00-24:00\"]\nsunday=[\"00:00-24:00\"]\npublic_holidays=[\"00:00-24:00\"]\n\
+         midsommarafton=[\"00:00-24:00\"]\njulafton=[\"00:00-24:00\"]\nnyarsafton=[\"00:00-24:00\"]\nday_before_holiday=[]\n[log]\nformat=\"json\"\n",
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kommunchat"))
+        .current_dir(dir.path())
+        .env("KOMMUNCHAT_LOG", "info")
+        .env_remove("KOMMUNCHAT_CONFIG")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("line").expect("utf-8");
+        if let Some(a) = line.strip_prefix("kommunchat listening on http://") {
+            break a.parse().expect("addr");
+        }
+    };
+    let stderr = child.stderr.take().expect("stderr");
+    let collected = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut all);
+        all
+    });
+    let mut c = Client::connect(addr, "/ws/citizen", None).await;
+    c.expect("welcome").await;
+    c.send(json!({"type": "start", "display_name": "Hemliga Hanna", "topic": "ämnet-xyzzy"})).await;
+    c.expect("queued").await;
+    c.send(json!({"type": "message", "client_msg_id": "1", "text": "meddelande-plugh 811218-9876"})).await;
+    c.expect("ack").await;
+    let _ = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/login"))
+        .json(&json!({"username": "hemlig-anvandare", "password": "hemligt-losenord"}))
+        .send()
+        .await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let logs = collected.join().expect("logs");
+    assert!(logs.contains("kommunchat started"), "logging works: {logs}");
+    for secret in ["Hemliga Hanna", "xyzzy", "plugh", "811218", "hemlig-anvandare", "hemligt-losenord"] {
+        assert!(!logs.contains(secret), "{secret} leaked into the log:\n{logs}");
+    }
+}
