@@ -21,5 +21,11 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --all-targets --locked --no-fail-fast
 
+# The benchmark harness in its short smoke mode: proves the load generator
+# works end to end (a failed run is one that lost, doubled or missed
+# something); no timing is judged here.
+cargo build --bins --locked
+target/debug/kommunchat-bench --smoke --server target/debug/kommunchat --out target/bench-smoke
+
 # The web pages in a real browser (Chromium via playwright-core), with axe-core.
 ./tests/browser/run.sh

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::domain::chat::{ChatCore, CloseReason, ConnId, Effect, Input, LiveFigures};
+use crate::outbox::OutboxSender;
 use crate::protocol::ws::{AdvisorEvent, CitizenEvent};
 use crate::storage::WriterHandle;
 
@@ -38,7 +39,7 @@ pub enum HubCommand {
     /// A connection's outbox; sent before its `…Connected` input.
     Attach {
         conn: ConnId,
-        outbox: mpsc::Sender<Outgoing>,
+        outbox: OutboxSender<Outgoing>,
     },
     Input(Input),
     /// Live figures for the dashboard and metrics.
@@ -98,7 +99,7 @@ pub async fn run(
     live: watch::Sender<Arc<LiveFigures>>,
 ) {
     let mut last_live = tokio::time::Instant::now() - LIVE_INTERVAL;
-    let mut outboxes: HashMap<ConnId, mpsc::Sender<Outgoing>> = HashMap::new();
+    let mut outboxes: HashMap<ConnId, OutboxSender<Outgoing>> = HashMap::new();
     let mut effects = Vec::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -168,7 +169,7 @@ pub async fn run(
     }
 }
 
-fn deliver(outboxes: &mut HashMap<ConnId, mpsc::Sender<Outgoing>>, writer: &WriterHandle, effects: &mut Vec<Effect>) {
+fn deliver(outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>, writer: &WriterHandle, effects: &mut Vec<Effect>) {
     for effect in effects.drain(..) {
         let (conn, frame) = match effect {
             Effect::Store(op) => {

@@ -23,6 +23,7 @@ pub mod domain;
 pub mod errands;
 pub mod hub;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod server;
 pub mod storage;

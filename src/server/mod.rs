@@ -62,6 +62,8 @@ pub struct App {
     pub connections: Arc<listener::ConnectionCount>,
     /// Session cookies carry `Secure` (TLS here or at the proxy).
     pub secure_cookies: bool,
+    /// Ticks every ping interval; every WebSocket pings on it.
+    pub heartbeat: tokio::sync::watch::Sender<()>,
     next_conn: AtomicU64,
 }
 
@@ -127,6 +129,7 @@ impl Server {
             revoked: tokio::sync::broadcast::channel(64).0,
             connections: Arc::default(),
             secure_cookies,
+            heartbeat: tokio::sync::watch::channel(()).0,
             config,
             clock,
             storage,
@@ -138,6 +141,7 @@ impl Server {
         let router = routes(app.clone());
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         spawn_retention(app.clone(), shutdown_rx.clone());
+        spawn_heartbeat(app.clone(), shutdown_rx.clone());
         let hub_for_shutdown = app.hub.clone();
         let count = app.connections.clone();
         let task = tokio::spawn(async move {
@@ -206,6 +210,20 @@ fn routes(app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn_with_state(app.clone(), check_origin))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(app)
+}
+
+/// Ticks the shared heartbeat that every WebSocket pings on.
+fn spawn_heartbeat(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(ws::PING_INTERVAL);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => app.heartbeat.send_replace(()),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    });
 }
 
 /// Runs the retention job on its interval, if any retention is configured.

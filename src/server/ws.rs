@@ -15,7 +15,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::SinkExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -27,12 +26,12 @@ use crate::domain::chat::{AdvisorProfile, CloseReason, ConnId, Input};
 use crate::hub::{HubCommand, OUTBOX_CAPACITY, Outgoing};
 use crate::protocol::ws::{self, AdvisorEvent, AdvisorRequest, CitizenEvent, CitizenRequest, ErrorCode};
 
-/// Read buffer per connection: a chat frame fits; a larger one is read in pieces.
-const READ_BUFFER: usize = 1024;
+/// Read buffer per connection: most chat frames fit; a larger one grows it.
+const READ_BUFFER: usize = 256;
 /// Outgoing frames are written straight through rather than gathered.
 const WRITE_BUFFER: usize = 0;
 /// A ping goes out this often; a connection silent for [`IDLE_TIMEOUT`] is closed.
-const PING_INTERVAL: Duration = Duration::from_secs(25);
+pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Frames written before a flush when several are waiting.
 const WRITE_BATCH: usize = 64;
@@ -93,7 +92,12 @@ pub async fn citizen(
                 .map_err(|e| ws::encode(&citizen_error(ErrorCode::BadRequest, e.0)))
         };
         let span = tracing::info_span!("connection", conn, role = "citizen");
-        run(socket, &app, conn, Input::CitizenConnected { conn }, decode, None, Role::Citizen).instrument(span).await;
+        // Boxed: axum's upgrade task would otherwise hold this state inline next
+        // to its own, and every idle connection would pay for both.
+        Box::pin(
+            run(socket, &app, conn, Input::CitizenConnected { conn }, decode, None, Role::Citizen).instrument(span),
+        )
+        .await;
         app.hub.input(Input::CitizenGone { conn });
     })
 }
@@ -128,7 +132,7 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
         };
         let span = tracing::info_span!("connection", conn, role = "advisor", user = profile.id);
         let connected = Input::AdvisorConnected { conn, advisor: profile };
-        run(socket, &app, conn, connected, decode, Some(session), Role::Advisor).instrument(span).await;
+        Box::pin(run(socket, &app, conn, connected, decode, Some(session), Role::Advisor).instrument(span)).await;
         app.hub.input(Input::AdvisorGone { conn });
     })
 }
@@ -280,14 +284,20 @@ async fn run(
     session: Option<Session>,
     role: Role,
 ) {
-    let (outbox, mut frames) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
+    let (outbox, mut frames) = crate::outbox::outbox::<Outgoing>(OUTBOX_CAPACITY);
     app.hub.send(HubCommand::Attach { conn, outbox });
     app.hub.input(connected);
     let security = &app.config.security;
     let mut limit = RateLimit::new(security.messages_per_second, security.message_burst);
-    let mut session = session.map(|s| SessionWatch::new(app, s));
+    // Boxed, and only for signed-in sockets: the storage query inside is a
+    // large future that idle citizen connections should not carry inline.
+    let mut session_ended = session.map(|s| {
+        let mut watch = SessionWatch::new(app, s);
+        Box::pin(async move { watch.ended(app).await })
+    });
     let mut last_heard = Instant::now();
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    // One shared clock for every connection's ping, instead of a timer each.
+    let mut heartbeat = app.heartbeat.subscribe();
     loop {
         tokio::select! {
             received = socket.recv() => {
@@ -345,15 +355,18 @@ async fn run(
                 }
             }
             _ = async {
-                match session.as_mut() {
-                    Some(watch) => watch.ended(app).await,
+                match session_ended.as_mut() {
+                    Some(ended) => ended.await,
                     None => std::future::pending().await,
                 }
             } => {
                 close(&mut socket, close_code::POLICY, "the session has ended").await;
                 break;
             }
-            _ = heartbeat.tick() => {
+            changed = heartbeat.changed() => {
+                if changed.is_err() {
+                    break;
+                }
                 if last_heard.elapsed() > IDLE_TIMEOUT {
                     close(&mut socket, close_code::GOING_AWAY, "idle").await;
                     break;
@@ -368,7 +381,11 @@ async fn run(
 
 /// Writes `first` and whatever else is already waiting, then flushes once.
 /// Returns false when the connection is over.
-async fn write_frames(socket: &mut WebSocket, first: Outgoing, frames: &mut mpsc::Receiver<Outgoing>) -> bool {
+async fn write_frames(
+    socket: &mut WebSocket,
+    first: Outgoing,
+    frames: &mut crate::outbox::OutboxReceiver<Outgoing>,
+) -> bool {
     let mut next = Some(first);
     let mut written = 0;
     while let Some(frame) = next.take() {
@@ -390,7 +407,7 @@ async fn write_frames(socket: &mut WebSocket, first: Outgoing, frames: &mut mpsc
         }
         written += 1;
         if written < WRITE_BATCH {
-            next = frames.try_recv().ok();
+            next = frames.try_recv();
         }
     }
     socket.flush().await.is_ok()

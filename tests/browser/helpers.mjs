@@ -14,9 +14,9 @@ const require = createRequire(import.meta.url);
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repo = path.resolve(here, '..', '..');
 export const AXE = require.resolve('axe-core/axe.min.js');
-export const SHOTS = process.env.KOMMUNCHAT_SCREENSHOTS || '';
+export const SHOTS = process.env.KC_SCREENSHOTS || '';
 
-export const BIN = process.env.KOMMUNCHAT_BIN
+export const BIN = process.env.KC_SERVER_BIN
   || path.join(process.env.CARGO_TARGET_DIR ? path.resolve(repo, process.env.CARGO_TARGET_DIR) : path.join(repo, 'target'), 'debug', 'kommunchat');
 
 const ALL_DAYS = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday',
@@ -64,9 +64,14 @@ export function closedNowConfig() {
   return `${hoursToml([`${h}:00-${h}:30`], exception)}\n${COMMON}`;
 }
 
+/** The environment without any KOMMUNCHAT_… override but the test's own. */
+function serverEnv(dir) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('KOMMUNCHAT_')));
+  return { ...env, KOMMUNCHAT_DATABASE_URL: `sqlite://${dir}/k.db`, KOMMUNCHAT_LOG: 'warn' };
+}
+
 function kommunchat(dir, args, input) {
-  const env = { ...process.env, KOMMUNCHAT_DATABASE_URL: `sqlite://${dir}/k.db`, KOMMUNCHAT_LOG: 'warn' };
-  delete env.KOMMUNCHAT_CONFIG;
+  const env = serverEnv(dir);
   const r = spawnSync(BIN, args, { cwd: dir, input, encoding: 'utf8', env });
   assert.equal(r.status, 0, `kommunchat ${args.join(' ')} failed: ${r.stderr}`);
   return r.stdout;
@@ -82,8 +87,7 @@ export async function startServer({ config, users = [] }) {
   for (const u of users) {
     kommunchat(dir, ['user', 'add', u.username, '--role', u.role, '--display-name', u.display_name], `${u.password}\n`);
   }
-  const env = { ...process.env, KOMMUNCHAT_DATABASE_URL: `sqlite://${dir}/k.db`, KOMMUNCHAT_LOG: 'warn' };
-  delete env.KOMMUNCHAT_CONFIG;
+  const env = serverEnv(dir);
   const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'inherit'] });
   track(child);
   const url = await new Promise((resolve, reject) => {
@@ -163,7 +167,8 @@ export async function noHorizontalScroll(target) {
 /** The focused element has a visible focus indicator. */
 export async function focusVisible(target) {
   return target.evaluate(() => {
-    const el = document.activeElement;
+    let el = document.activeElement;
+    while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
     if (!el || el === document.body) return { ok: false, what: 'nothing focused' };
     const s = getComputedStyle(el);
     const outline = s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2;

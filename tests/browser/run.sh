@@ -24,7 +24,7 @@ fi
 (cd "$repo" && cargo build --locked)
 target="${CARGO_TARGET_DIR:-target}"
 case "$target" in /*) ;; *) target="$repo/$target" ;; esac
-export KOMMUNCHAT_BIN="$target/debug/kommunchat"
+export KC_SERVER_BIN="$target/debug/kommunchat"
 
 cd "$here"
 exec node --test --test-concurrency=1 --test-timeout=120000 ./*.test.mjs

@@ -283,7 +283,7 @@ function upsertChat(data, isNew) {
   if (isNew) {
     cue(c);
     if (!selected || !chats.has(selected)) select(c.id, false);
-    else markUnread(c, Math.max(1, c.messages.filter((m) => m.sender === 'citizen').length));
+    else markUnread(c, c.messages.filter((m) => m.sender === 'citizen').length);
   } else if (!selected || !chats.has(selected)) {
     select(c.id, false);
   }

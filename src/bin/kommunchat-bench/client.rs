@@ -1,0 +1,95 @@
+//! WebSocket and HTTP clients for the load generator: small buffers, Nagle
+//! off, and source addresses spread over 127.0.0.x so one machine can open
+//! tens of thousands of connections to one port.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Connections per source address (ephemeral ports per address and destination are about 28,000).
+const PER_SOURCE: usize = 4000;
+
+/// The source address for the `n`th connection: 127.0.0.2, 127.0.0.3, …
+pub fn source_for(n: usize) -> Ipv4Addr {
+    let k = 2 + n / PER_SOURCE;
+    Ipv4Addr::new(127, 0, (k / 250) as u8, (k % 250) as u8 + 2)
+}
+
+pub async fn tcp(addr: SocketAddr, source: Ipv4Addr) -> Result<TcpStream, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket.bind(SocketAddr::from((source, 0))).map_err(|e| format!("bind {source}: {e}"))?;
+    let stream = socket.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+pub async fn connect(addr: SocketAddr, path: &str, source: Ipv4Addr, cookie: Option<&str>) -> Result<Ws, String> {
+    let stream = tcp(addr, source).await?;
+    let mut request = format!("ws://{addr}{path}").into_client_request().map_err(|e| e.to_string())?;
+    if let Some(c) = cookie {
+        request.headers_mut().insert("cookie", c.parse().map_err(|_| "cookie header")?);
+    }
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    Ok(ws)
+}
+
+pub async fn send(ws: &mut Ws, frame: &Value) -> Result<(), String> {
+    ws.send(Message::Text(frame.to_string().into())).await.map_err(|e| e.to_string())
+}
+
+/// The next JSON frame; `None` when the connection ended.
+pub async fn next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(t)) => return serde_json::from_str(&t).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Reads until a frame of `kind`.
+pub async fn expect(ws: &mut Ws, kind: &str) -> Result<Value, String> {
+    loop {
+        match next(ws).await {
+            Some(f) if f["type"] == kind => return Ok(f),
+            Some(f) if f["type"] == "error" => return Err(format!("error while waiting for {kind}: {f}")),
+            Some(_) => continue,
+            None => return Err(format!("closed while waiting for {kind}")),
+        }
+    }
+}
+
+/// Signs in over plain HTTP and returns the session cookie.
+pub async fn login(addr: SocketAddr, username: &str, password: &str) -> Result<String, String> {
+    let mut stream = tcp(addr, Ipv4Addr::new(127, 0, 0, 1)).await?;
+    let body = serde_json::json!({"username": username, "password": password}).to_string();
+    let request = format!(
+        "POST /api/v1/login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        return Err(format!("login as {username} failed: {}", answer.lines().next().unwrap_or("")));
+    }
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+        .ok_or_else(|| "no session cookie".into())
+}

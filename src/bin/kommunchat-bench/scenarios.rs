@@ -1,0 +1,578 @@
+//! The scenarios: connections, relay, surge, reconnect storm.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, Ws};
+use crate::server::{ServerProcess, cpu_seconds, rss_bytes};
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            count: h.len(),
+            p50_us: us(h.value_at_quantile(0.5)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+}
+
+pub fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s in nanoseconds, 3 significant digits.
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
+
+// ------------------------------------------------------------ connections
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionsResult {
+    pub target: usize,
+    pub connected: usize,
+    pub errors: usize,
+    pub connect_rate_per_s: f64,
+    pub server_rss_idle_bytes: u64,
+    pub server_rss_loaded_bytes: u64,
+    pub bytes_per_connection: f64,
+}
+
+/// Opens `n` idle citizen connections (each waits for its `welcome`) and
+/// measures the server's memory per connection.
+pub async fn connections(server: &ServerProcess, n: usize) -> (ConnectionsResult, Vec<Ws>) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = rss_bytes(server.pid()).unwrap_or(0);
+    let started = Instant::now();
+    let limit = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let limit = limit.clone();
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.ok()?;
+            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
+            client::expect(&mut ws, "welcome").await.ok()?;
+            Some(ws)
+        }));
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.ok().flatten() {
+            Some(ws) => held.push(ws),
+            None => errors += 1,
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let loaded = rss_bytes(server.pid()).unwrap_or(0);
+    let connected = held.len();
+    let result = ConnectionsResult {
+        target: n,
+        connected,
+        errors,
+        connect_rate_per_s: connected as f64 / took.max(1e-9),
+        server_rss_idle_bytes: idle,
+        server_rss_loaded_bytes: loaded,
+        bytes_per_connection: loaded.saturating_sub(idle) as f64 / connected.max(1) as f64,
+    };
+    (result, held)
+}
+
+// ------------------------------------------------------------ advisors and chats
+
+/// Creates advisors, signs them in and makes them available.
+pub async fn advisors(server: &ServerProcess, binary: &Path, count: usize) -> Result<Vec<Ws>, String> {
+    let mut out = Vec::new();
+    for i in 0..count {
+        let name = format!("bench{i}");
+        server.add_advisor(binary, &name)?;
+        let cookie = client::login(server.addr, &name, "benchmark password").await?;
+        let mut ws = client::connect(server.addr, "/ws/advisor", client::source_for(0), Some(&cookie)).await?;
+        client::expect(&mut ws, "welcome").await?;
+        client::send(&mut ws, &json!({"type": "status", "status": "available"})).await?;
+        client::expect(&mut ws, "status").await?;
+        out.push(ws);
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------ relay
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayResult {
+    pub sqlite_synchronous: String,
+    pub pairs: usize,
+    pub target_rate_per_s: f64,
+    pub achieved_rate_per_s: f64,
+    pub seconds: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub errors: u64,
+    pub latency: Latency,
+    pub server_cpu_percent: f64,
+    pub bench_cpu_percent: f64,
+}
+
+const PAYLOAD: usize = 200;
+
+fn payload(scheduled_ns: u64) -> String {
+    let mut s = format!("{scheduled_ns} ");
+    while s.len() < PAYLOAD {
+        s.push('x');
+    }
+    s
+}
+
+fn scheduled_of(text: &str) -> Option<u64> {
+    text.split(' ').next()?.parse().ok()
+}
+
+/// `pairs` conversations exchange messages at `rate` per second in all (half
+/// each way), open loop, for `seconds`. Latency is from the intended send
+/// time to receipt, so a stall is counted for every message it delays.
+pub async fn relay(
+    server: &ServerProcess,
+    binary: &Path,
+    pairs: usize,
+    advisors_count: usize,
+    rate: f64,
+    seconds: f64,
+) -> Result<RelayResult, String> {
+    let mut advisor_sockets = advisors(server, binary, advisors_count).await?;
+    let mut citizens = Vec::new();
+    for i in 0..pairs {
+        let mut ws = client::connect(server.addr, "/ws/citizen", client::source_for(i), None).await?;
+        client::expect(&mut ws, "welcome").await?;
+        client::send(&mut ws, &json!({"type": "start", "display_name": format!("c{i}")})).await?;
+        client::expect(&mut ws, "queued").await?;
+        client::expect(&mut ws, "assigned").await?;
+        citizens.push(ws);
+    }
+    // Which conversations each advisor holds.
+    let mut held: Vec<Vec<String>> = Vec::new();
+    for ws in advisor_sockets.iter_mut() {
+        let mut mine = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(300), client::next(ws)).await {
+                Ok(Some(f)) if f["type"] == "assigned" => {
+                    mine.push(f["chat"]["conversation_id"].as_str().unwrap_or_default().to_owned())
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        held.push(mine);
+    }
+    let total_held: usize = held.iter().map(Vec::len).sum();
+    if total_held != pairs {
+        return Err(format!("{total_held} of {pairs} chats reached advisors"));
+    }
+
+    let origin = Instant::now();
+    let now_ns = move || origin.elapsed().as_nanos() as u64;
+    let start_ns = now_ns() + 200_000_000;
+    let end_ns = start_ns + (seconds * 1e9) as u64;
+    let per_stream_rate = rate / 2.0 / pairs as f64;
+    let interval_ns = (1e9 / per_stream_rate) as u64;
+    let sent = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let server_cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
+    let bench_cpu0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let wall0 = Instant::now();
+
+    let mut receivers = Vec::new();
+    let mut senders = Vec::new();
+    // Citizens: one sender (one stream) and one receiver each.
+    for (i, ws) in citizens.into_iter().enumerate() {
+        let (mut sink, mut stream) = ws.split();
+        let sent = sent.clone();
+        let send_errors = errors.clone();
+        let offset = (interval_ns / pairs as u64) * i as u64;
+        senders.push(tokio::spawn(async move {
+            let errors = send_errors;
+            let mut k = 0u64;
+            loop {
+                let at = start_ns + offset + k * interval_ns;
+                if at >= end_ns {
+                    break;
+                }
+                let wait = at.saturating_sub(now_ns());
+                if wait > 0 {
+                    tokio::time::sleep(Duration::from_nanos(wait)).await;
+                }
+                // The actual send time: tokio's timer wakes up to a millisecond late,
+                // and that lateness belongs to the generator, not the server.
+                let frame = json!({"type": "message", "client_msg_id": format!("c{k}"), "text": payload(now_ns())});
+                if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+        }));
+        let errors = errors.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut got = 0u64;
+            let deadline = end_ns + 2_000_000_000;
+            while now_ns() < deadline {
+                let left = Duration::from_nanos(deadline.saturating_sub(now_ns()));
+                match tokio::time::timeout(left, stream.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let f: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                        match f["type"].as_str() {
+                            Some("message") => {
+                                if let Some(s) = f["text"].as_str().and_then(scheduled_of) {
+                                    // Corrected for coordinated omission: a stall longer than
+                                    // the send interval also delayed the messages not yet sent.
+                                    let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
+                                    got += 1;
+                                }
+                            }
+                            Some("error") => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+            (h, got, stream)
+        }));
+    }
+    // Advisors: one sender per conversation stream, sharing the socket's sink.
+    for (ws, mine) in advisor_sockets.into_iter().zip(held) {
+        let (sink, mut stream) = ws.split();
+        let sink = Arc::new(tokio::sync::Mutex::new(sink));
+        for (j, conversation) in mine.into_iter().enumerate() {
+            let sink = sink.clone();
+            let sent = sent.clone();
+            let errors = errors.clone();
+            let offset = (interval_ns / pairs as u64) * j as u64 + interval_ns / 2;
+            senders.push(tokio::spawn(async move {
+                let mut k = 0u64;
+                loop {
+                    let at = start_ns + offset + k * interval_ns;
+                    if at >= end_ns {
+                        break;
+                    }
+                    let wait = at.saturating_sub(now_ns());
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_nanos(wait)).await;
+                    }
+                    let frame = json!({"type": "message", "conversation_id": conversation, "client_msg_id": format!("a{k}"), "text": payload(now_ns())});
+                    if sink.lock().await.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    k += 1;
+                }
+            }));
+        }
+        let errors = errors.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut got = 0u64;
+            let deadline = end_ns + 2_000_000_000;
+            while now_ns() < deadline {
+                let left = Duration::from_nanos(deadline.saturating_sub(now_ns()));
+                match tokio::time::timeout(left, stream.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let f: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                        match f["type"].as_str() {
+                            Some("message") => {
+                                if let Some(s) = f["text"].as_str().and_then(scheduled_of) {
+                                    // Corrected for coordinated omission: a stall longer than
+                                    // the send interval also delayed the messages not yet sent.
+                                    let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
+                                    got += 1;
+                                }
+                            }
+                            Some("error") => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+            (h, got, stream)
+        }));
+    }
+    let mut total = histogram();
+    let mut received = 0;
+    for r in receivers {
+        if let Ok((h, got, _stream)) = r.await {
+            let _ = total.add(&h);
+            received += got;
+        }
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    let wall = wall0.elapsed().as_secs_f64();
+    let server_cpu = cpu_seconds(server.pid()).unwrap_or(0.0) - server_cpu0;
+    let bench_cpu = cpu_seconds(std::process::id()).unwrap_or(0.0) - bench_cpu0;
+    Ok(RelayResult {
+        sqlite_synchronous: String::new(),
+        pairs,
+        target_rate_per_s: rate,
+        achieved_rate_per_s: received as f64 / seconds,
+        seconds,
+        sent: sent.load(Ordering::Relaxed),
+        received,
+        errors: errors.load(Ordering::Relaxed),
+        latency: Latency::of(&total),
+        server_cpu_percent: 100.0 * server_cpu / wall,
+        bench_cpu_percent: 100.0 * bench_cpu / wall,
+    })
+}
+
+// ------------------------------------------------------------ surge
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SurgeResult {
+    pub citizens: usize,
+    pub advisors: usize,
+    pub join_seconds: f64,
+    pub drain_seconds: f64,
+    pub assigned: u64,
+    /// From an advisor's `end` to the next `assigned` on that socket, while people wait.
+    pub assignment_latency: Latency,
+    pub queue_updates_received: u64,
+    pub server_cpu_seconds_join: f64,
+    pub server_cpu_seconds_drain: f64,
+}
+
+/// `n` citizens join at once; `advisors` advisors with one chat each end
+/// every chat as soon as they get it, until the queue is empty.
+pub async fn surge(
+    server: &ServerProcess,
+    binary: &Path,
+    n: usize,
+    advisor_count: usize,
+) -> Result<SurgeResult, String> {
+    let advisor_sockets = advisors(server, binary, advisor_count).await?;
+    // Make every advisor busy-free: set away while the queue fills, so the drain is measured apart.
+    let mut advisor_sockets = advisor_sockets;
+    for ws in advisor_sockets.iter_mut() {
+        client::send(ws, &json!({"type": "status", "status": "away"})).await?;
+        client::expect(ws, "status").await?;
+    }
+    let cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
+    let joined = Instant::now();
+    let limit = Arc::new(Semaphore::new(256));
+    let updates = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(n);
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(n.max(1));
+    for i in 0..n {
+        let limit = limit.clone();
+        let addr = server.addr;
+        let updates = updates.clone();
+        let ready = ready_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let permit = limit.acquire_owned().await.ok()?;
+            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
+            client::expect(&mut ws, "welcome").await.ok()?;
+            client::send(&mut ws, &json!({"type": "start"})).await.ok()?;
+            client::expect(&mut ws, "queued").await.ok()?;
+            drop(permit);
+            let _ = ready.send(()).await;
+            loop {
+                match client::next(&mut ws).await {
+                    Some(f) if f["type"] == "queue_update" => {
+                        updates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(f) if f["type"] == "ended" => return Some(()),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        }));
+    }
+    drop(ready_tx);
+    let mut queued = 0;
+    while queued < n && ready_rx.recv().await.is_some() {
+        queued += 1;
+    }
+    let join_seconds = joined.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds(server.pid()).unwrap_or(0.0);
+    let drained = Instant::now();
+    let remaining = Arc::new(AtomicU64::new(queued as u64));
+    let mut advisor_tasks = Vec::new();
+    for mut ws in advisor_sockets {
+        let remaining = remaining.clone();
+        advisor_tasks.push(tokio::spawn(async move {
+            let mut h = histogram();
+            let mut assigned = 0u64;
+            let _ = client::send(&mut ws, &json!({"type": "status", "status": "available"})).await;
+            let mut ended_at: Option<Instant> = None;
+            while remaining.load(Ordering::Relaxed) > 0 {
+                match tokio::time::timeout(Duration::from_secs(5), client::next(&mut ws)).await {
+                    Ok(Some(f)) if f["type"] == "assigned" => {
+                        if let Some(t) = ended_at.take() {
+                            let _ = h.record(t.elapsed().as_nanos() as u64);
+                        }
+                        assigned += 1;
+                        remaining.fetch_sub(1, Ordering::Relaxed);
+                        let id = f["chat"]["conversation_id"].as_str().unwrap_or_default().to_owned();
+                        ended_at = Some(Instant::now());
+                        if client::send(&mut ws, &json!({"type": "end", "conversation_id": id})).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    _ => break,
+                }
+            }
+            (h, assigned)
+        }));
+    }
+    let mut latency = histogram();
+    let mut assigned = 0;
+    for t in advisor_tasks {
+        if let Ok((h, a)) = t.await {
+            let _ = latency.add(&h);
+            assigned += a;
+        }
+    }
+    let drain_seconds = drained.elapsed().as_secs_f64();
+    let cpu2 = cpu_seconds(server.pid()).unwrap_or(0.0);
+    for t in tasks {
+        t.abort();
+    }
+    Ok(SurgeResult {
+        citizens: queued,
+        advisors: advisor_count,
+        join_seconds,
+        drain_seconds,
+        assigned,
+        assignment_latency: Latency::of(&latency),
+        queue_updates_received: updates.load(Ordering::Relaxed),
+        server_cpu_seconds_join: cpu1 - cpu0,
+        server_cpu_seconds_drain: cpu2 - cpu1,
+    })
+}
+
+// ------------------------------------------------------------ reconnect storm
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconnectResult {
+    pub clients: usize,
+    pub resumed: usize,
+    pub seconds_to_all_resumed: f64,
+    pub acknowledged_before: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+}
+
+/// `n` queued citizens each send two messages (acknowledged), all lose
+/// their connections at once, and resume; every acknowledged message must
+/// come back exactly once.
+pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<ReconnectResult, String> {
+    let limit = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let limit = limit.clone();
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.ok()?;
+            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
+            client::expect(&mut ws, "welcome").await.ok()?;
+            client::send(&mut ws, &json!({"type": "start"})).await.ok()?;
+            let q = client::expect(&mut ws, "queued").await.ok()?;
+            let token = q["resume_token"].as_str()?.to_owned();
+            let mut acked = Vec::new();
+            for k in 0..2 {
+                client::send(
+                    &mut ws,
+                    &json!({"type": "message", "client_msg_id": format!("m{k}"), "text": format!("före {k}")}),
+                )
+                .await
+                .ok()?;
+                let ack = client::expect(&mut ws, "ack").await.ok()?;
+                acked.push(ack["seq"].as_u64()?);
+            }
+            Some((ws, token, acked, i))
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        if let Ok(Some(c)) = t.await {
+            clients.push(c);
+        }
+    }
+    let acknowledged_before: u64 = clients.iter().map(|c| c.2.len() as u64).sum();
+    // Everyone drops at once.
+    let storm = Instant::now();
+    let mut to_resume = Vec::new();
+    for (ws, token, acked, i) in clients {
+        drop(ws);
+        to_resume.push((token, acked, i));
+    }
+    let limit = Arc::new(Semaphore::new(512));
+    let mut tasks = Vec::new();
+    for (token, acked, i) in to_resume {
+        let limit = limit.clone();
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.ok()?;
+            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
+            client::expect(&mut ws, "welcome").await.ok()?;
+            client::send(&mut ws, &json!({"type": "resume", "token": token, "last_seq": 0})).await.ok()?;
+            let resumed = client::expect(&mut ws, "resumed").await.ok()?;
+            let last = resumed["last_seq"].as_u64().unwrap_or(0);
+            let mut seen = Vec::new();
+            while seen.last().copied().unwrap_or(0) < last {
+                let m = client::expect(&mut ws, "message").await.ok()?;
+                seen.push(m["seq"].as_u64()?);
+            }
+            let lost = acked.iter().filter(|s| !seen.contains(s)).count() as u64;
+            let duplicated = (seen.len() - {
+                let mut u = seen.clone();
+                u.dedup();
+                u.len()
+            }) as u64;
+            Some((lost, duplicated, ws))
+        }));
+    }
+    let mut resumed = 0;
+    let (mut lost, mut duplicated) = (0, 0);
+    let mut keep = Vec::new();
+    for t in tasks {
+        if let Ok(Some((l, d, ws))) = t.await {
+            resumed += 1;
+            lost += l;
+            duplicated += d;
+            keep.push(ws);
+        }
+    }
+    let seconds = storm.elapsed().as_secs_f64();
+    Ok(ReconnectResult { clients: n, resumed, seconds_to_all_resumed: seconds, acknowledged_before, lost, duplicated })
+}

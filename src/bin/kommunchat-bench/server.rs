@@ -1,0 +1,158 @@
+//! Starting the server under test as its own process, and reading its
+//! memory and CPU from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A kommunchat process with its own data directory.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// Always open, limits raised for load from one machine.
+fn config(max_chats: u32) -> String {
+    let all_day = "[\"00:00-24:00\"]";
+    let mut c = String::from("[opening_hours]\n");
+    for day in [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "public_holidays",
+        "midsommarafton",
+        "julafton",
+        "nyarsafton",
+    ] {
+        c.push_str(&format!("{day} = {all_day}\n"));
+    }
+    c.push_str("day_before_holiday = []\n");
+    c.push_str(&format!(
+        "[chat]\nmax_chats_per_advisor = {max_chats}\ninactivity_warning_seconds = 86400\nadvisor_grace_seconds = 600\ncitizen_grace_seconds = 600\n\
+         [admission]\nrefuse_if_not_served_before_closing = false\n\
+         [security]\nmax_connections = 19900\nmax_citizen_connections_per_address = 100000\nmessages_per_second = 100000\nmessage_burst = 100000\n\
+         [log]\nlevel = \"warn\"\n"
+    ));
+    c
+}
+
+impl ServerProcess {
+    /// Starts `binary` pinned to `cpu` (if given) and waits until it listens.
+    pub fn start(
+        binary: &Path,
+        cpu: Option<usize>,
+        max_chats: u32,
+        sqlite_sync: &str,
+    ) -> Result<ServerProcess, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut text = config(max_chats);
+        text.push_str(&format!("[storage]\nsqlite_synchronous = \"{sqlite_sync}\"\n"));
+        std::fs::write(dir.path().join("kommunchat.toml"), text).map_err(|e| e.to_string())?;
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = cmd
+            .current_dir(dir.path())
+            .env_remove("KOMMUNCHAT_CONFIG")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines.next().ok_or("the server exited before listening")?.map_err(|e| e.to_string())?;
+            if let Some(a) = line.strip_prefix("kommunchat listening on http://") {
+                break a.parse().map_err(|e| format!("{a}: {e}"))?;
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        eprintln!("  server pid {} on http://{addr}", child.id());
+        Ok(ServerProcess { child, addr, dir })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Creates an advisor account through the CLI (password on stdin).
+    pub fn add_advisor(&self, binary: &Path, name: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut child = Command::new(binary)
+            .current_dir(self.dir.path())
+            .env_remove("KOMMUNCHAT_CONFIG")
+            .args(["user", "add", name, "--role", "advisor"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        child.stdin.take().ok_or("stdin")?.write_all(b"benchmark password\n").map_err(|e| e.to_string())?;
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if status.success() { Ok(()) } else { Err(format!("user add {name} failed")) }
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on Linux everywhere we run.
+    100.0
+}
+
+/// The release binary next to this one, unless given.
+pub fn default_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("kommunchat")))
+        .unwrap_or_else(|| PathBuf::from("target/release/kommunchat"))
+}
+
+/// Pins the calling process to `cpu`.
+pub fn pin_self(cpu: usize) {
+    let _ = Command::new("taskset")
+        .args(["-cp", &cpu.to_string(), &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
+}
