@@ -33,6 +33,9 @@ pub enum Outgoing {
 /// How many frames may wait for a slow connection before it is dropped (it
 /// can resume and catch up by `seq`).
 pub const OUTBOX_CAPACITY: usize = 256;
+/// An advisor's socket carries many chats at once (every message and every
+/// ack of all of them); one group commit can hand it hundreds of frames.
+pub const ADVISOR_OUTBOX_CAPACITY: usize = 8192;
 
 #[derive(Debug)]
 pub enum HubCommand {

@@ -23,7 +23,7 @@ use super::api::{ApiError, signed_in};
 use super::guard::{self, Allowed};
 use crate::auth;
 use crate::domain::chat::{AdvisorProfile, CloseReason, ConnId, Input};
-use crate::hub::{HubCommand, OUTBOX_CAPACITY, Outgoing};
+use crate::hub::{ADVISOR_OUTBOX_CAPACITY, HubCommand, OUTBOX_CAPACITY, Outgoing};
 use crate::protocol::ws::{self, AdvisorEvent, AdvisorRequest, CitizenEvent, CitizenRequest, ErrorCode};
 
 /// Read buffer per connection: most chat frames fit; a larger one grows it.
@@ -284,7 +284,8 @@ async fn run(
     session: Option<Session>,
     role: Role,
 ) {
-    let (outbox, mut frames) = crate::outbox::outbox::<Outgoing>(OUTBOX_CAPACITY);
+    let capacity = if role == Role::Advisor { ADVISOR_OUTBOX_CAPACITY } else { OUTBOX_CAPACITY };
+    let (outbox, mut frames) = crate::outbox::outbox::<Outgoing>(capacity);
     app.hub.send(HubCommand::Attach { conn, outbox });
     app.hub.input(connected);
     let security = &app.config.security;
