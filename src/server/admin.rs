@@ -24,6 +24,14 @@ fn user_view(u: &UserRecord) -> UserView {
     }
 }
 
+/// argon2 is deliberately slow: hash on the blocking pool, not an async worker.
+async fn hash_off_runtime(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)
+}
+
 /// `GET /api/v1/users`.
 pub async fn list_users(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<Vec<UserView>>, ApiError> {
     signed_in_admin(&app, &headers).await?;
@@ -47,11 +55,7 @@ pub async fn create_user(
         return Err(ApiError::BadRequest("display_name must be 1 to 80 characters".into()));
     }
     auth::check_password_strength(&request.password).map_err(ApiError::BadRequest)?;
-    let password = request.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Internal)?;
+    let hash = hash_off_runtime(request.password).await?;
     match app.storage.create_user(&request.username, &display_name, role.as_str(), &hash, app.clock.now()).await {
         Ok(_) => {}
         Err(e) if e.is_unique_violation() => {
@@ -75,11 +79,7 @@ pub async fn set_password(
     let Json(request) = body?;
     let user = app.storage.user_by_name(&username).await?.ok_or(ApiError::NotFound)?;
     auth::check_password_strength(&request.password).map_err(ApiError::BadRequest)?;
-    let password = request.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Internal)?;
+    let hash = hash_off_runtime(request.password).await?;
     if !app.storage.set_password(&username, &hash).await? {
         return Err(ApiError::NotFound);
     }

@@ -204,7 +204,7 @@ pub async fn relay(
     let mut senders = Vec::new();
     // Citizens: one sender (one stream) and one receiver each.
     for (i, ws) in citizens.into_iter().enumerate() {
-        let (mut sink, mut stream) = ws.split();
+        let (mut sink, stream) = ws.split();
         let sent = sent.clone();
         let send_errors = errors.clone();
         let offset = (interval_ns / pairs as u64) * i as u64;
@@ -232,40 +232,11 @@ pub async fn relay(
             }
         }));
         let errors = errors.clone();
-        receivers.push(tokio::spawn(async move {
-            let mut h = histogram();
-            let mut got = 0u64;
-            let deadline = end_ns + 2_000_000_000;
-            while now_ns() < deadline {
-                let left = Duration::from_nanos(deadline.saturating_sub(now_ns()));
-                match tokio::time::timeout(left, stream.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        let f: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                        match f["type"].as_str() {
-                            Some("message") => {
-                                if let Some(s) = f["text"].as_str().and_then(scheduled_of) {
-                                    // Corrected for coordinated omission: a stall longer than
-                                    // the send interval also delayed the messages not yet sent.
-                                    let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
-                                    got += 1;
-                                }
-                            }
-                            Some("error") => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Ok(Some(Ok(_))) => {}
-                    _ => break,
-                }
-            }
-            (h, got, stream)
-        }));
+        receivers.push(tokio::spawn(receive(stream, origin, end_ns, interval_ns, errors)));
     }
     // Advisors: one sender per conversation stream, sharing the socket's sink.
     for (ws, mine) in advisor_sockets.into_iter().zip(held) {
-        let (sink, mut stream) = ws.split();
+        let (sink, stream) = ws.split();
         let sink = Arc::new(tokio::sync::Mutex::new(sink));
         for (j, conversation) in mine.into_iter().enumerate() {
             let sink = sink.clone();
@@ -294,36 +265,7 @@ pub async fn relay(
             }));
         }
         let errors = errors.clone();
-        receivers.push(tokio::spawn(async move {
-            let mut h = histogram();
-            let mut got = 0u64;
-            let deadline = end_ns + 2_000_000_000;
-            while now_ns() < deadline {
-                let left = Duration::from_nanos(deadline.saturating_sub(now_ns()));
-                match tokio::time::timeout(left, stream.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        let f: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
-                        match f["type"].as_str() {
-                            Some("message") => {
-                                if let Some(s) = f["text"].as_str().and_then(scheduled_of) {
-                                    // Corrected for coordinated omission: a stall longer than
-                                    // the send interval also delayed the messages not yet sent.
-                                    let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
-                                    got += 1;
-                                }
-                            }
-                            Some("error") => {
-                                errors.fetch_add(1, Ordering::Relaxed);
-                            }
-                            _ => {}
-                        }
-                    }
-                    Ok(Some(Ok(_))) => {}
-                    _ => break,
-                }
-            }
-            (h, got, stream)
-        }));
+        receivers.push(tokio::spawn(receive(stream, origin, end_ns, interval_ns, errors)));
     }
     let mut total = histogram();
     let mut received = 0;
@@ -352,6 +294,50 @@ pub async fn relay(
         server_cpu_percent: 100.0 * server_cpu / wall,
         bench_cpu_percent: 100.0 * bench_cpu / wall,
     })
+}
+
+/// Reads one socket until `end_ns` (plus two seconds for stragglers), recording
+/// the latency of every `message` frame. Returns the stream so the socket
+/// stays open until every receiver is done.
+async fn receive<S>(
+    mut stream: S,
+    origin: Instant,
+    end_ns: u64,
+    interval_ns: u64,
+    errors: Arc<AtomicU64>,
+) -> (Histogram<u64>, u64, S)
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let now_ns = || origin.elapsed().as_nanos() as u64;
+    let mut h = histogram();
+    let mut got = 0u64;
+    let deadline = end_ns + 2_000_000_000;
+    while now_ns() < deadline {
+        let left = Duration::from_nanos(deadline.saturating_sub(now_ns()));
+        match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                let f: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
+                match f["type"].as_str() {
+                    Some("message") => {
+                        if let Some(s) = f["text"].as_str().and_then(scheduled_of) {
+                            // Corrected for coordinated omission: a stall longer than
+                            // the send interval also delayed the messages not yet sent.
+                            let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
+                            got += 1;
+                        }
+                    }
+                    Some("error") => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    (h, got, stream)
 }
 
 // ------------------------------------------------------------ surge
