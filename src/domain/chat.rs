@@ -627,7 +627,8 @@ impl ChatCore {
             out.push(Effect::Store(StoreOp::Refused { at: now, reason }));
             return;
         }
-        let id = Uuid::new_v4();
+        // 128 random bits in UUID form (a v4 UUID fixes 6 of them).
+        let id = Uuid::from_bytes(rand::random());
         let token = random_token();
         let key = self.queue.push_back(id);
         let position = self.queue.len();
