@@ -61,6 +61,7 @@ static ASSETS: &[(&str, Asset)] = &[
     ("staff.js", asset!("assets/staff.js", "text/javascript; charset=utf-8")),
     ("console.js", asset!("assets/console.js", "text/javascript; charset=utf-8")),
     ("admin.js", asset!("assets/admin.js", "text/javascript; charset=utf-8")),
+    ("personnummer.js", asset!("assets/personnummer.js", "text/javascript; charset=utf-8")),
     ("icon.svg", asset!("assets/icon.svg", "image/svg+xml")),
 ];
 

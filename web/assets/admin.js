@@ -22,6 +22,10 @@ session({
     $('#stats-to').value = today;
     loadStats();
     loadUsers();
+    $('#x-from').value = today;
+    $('#x-to').value = today;
+    updateExportLink();
+    searchErrands(0);
   },
   onSignOut() {
     stopped = true;
@@ -396,4 +400,222 @@ $('#add-user').addEventListener('submit', async (e) => {
     err.hidden = false;
     announce(err.textContent, true);
   }
+});
+
+
+// ---------------------------------------------------------------- errands
+
+const enc = encodeURIComponent;
+let errandQuery = null; // the search shown: { params, limit, offset }
+let openedFrom = null; // the button that opened the errand shown
+
+function errandParams() {
+  const p = new URLSearchParams();
+  for (const [id, name] of [['#e-number', 'number'], ['#e-from', 'from'], ['#e-to', 'to'], ['#e-category', 'category'], ['#e-advisor', 'advisor'], ['#e-q', 'q']]) {
+    const v = $(id).value.trim();
+    if (v) p.set(name, v);
+  }
+  if ($('#e-flagged').checked) p.set('flagged', 'true');
+  return p;
+}
+
+async function searchErrands(offset, params = null) {
+  const base = params || errandParams();
+  if (base.get('from') && base.get('to') && base.get('to') < base.get('from')) {
+    message('#errands-message', 'Till-datumet måste vara samma dag eller senare än från-datumet.', 'error');
+    $('#e-to').focus();
+    return;
+  }
+  const limit = Number($('#e-limit').value) || 20;
+  const p = new URLSearchParams(base);
+  p.set('limit', String(limit));
+  p.set('offset', String(Math.max(0, offset)));
+  try {
+    const r = await api('GET', `/api/v1/errands?${p}`);
+    message('#errands-message', '');
+    errandQuery = { params: base, limit: r.limit ?? limit, offset: r.offset ?? offset, total: r.total };
+    drawErrands(r);
+  } catch (err) {
+    $('#errands-results').hidden = true;
+    if (missing(err)) message('#errands-message', 'Servern har inget ärenderegister (GET /api/v1/errands saknas).', 'warn');
+    else if (err.status === 400) message('#errands-message', `Kontrollera sökfälten: ${err.message}`, 'error');
+    else message('#errands-message', `Ärendena kunde inte hämtas: ${err.message}`, 'error');
+    $('#errands-count').textContent = 'Sökningen misslyckades.';
+  }
+}
+
+function secrecyMarker(text) {
+  const flag = document.createElement('span');
+  flag.className = 'pn-flag';
+  const icon = document.createElement('span');
+  icon.className = 'pn-icon';
+  icon.setAttribute('aria-hidden', 'true');
+  icon.textContent = '⚠';
+  flag.append(icon, ` ${text}`);
+  return flag;
+}
+
+function drawErrands(r) {
+  const { total, limit, offset } = errandQuery;
+  const list = r.errands || [];
+  const rows = list.map((e) => {
+    const tr = document.createElement('tr');
+    tr.dataset.number = e.number;
+    const first = document.createElement('td');
+    const open = button(e.number, 'link', null);
+    open.setAttribute('aria-label', `Visa ärende ${e.number}`);
+    open.addEventListener('click', () => openErrand(e.number, open));
+    first.append(open);
+    tr.append(first);
+    for (const text of [e.date, e.category || '–', e.advisor_name || '–', e.summary || '–']) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    const flag = document.createElement('td');
+    if (e.secrecy_review) flag.append(secrecyMarker('Behöver sekretessprövas'));
+    else flag.textContent = 'Nej';
+    tr.append(flag);
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = document.createElement('tr');
+    const td = document.createElement('td');
+    td.colSpan = 6;
+    td.textContent = 'Inga ärenden matchar sökningen.';
+    tr.append(td);
+    rows.push(tr);
+  }
+  $('#errand-rows').replaceChildren(...rows);
+  $('#errands-results').hidden = false;
+  const firstShown = list.length ? offset + 1 : 0;
+  const lastShown = offset + list.length;
+  const pages = Math.max(1, Math.ceil(total / limit));
+  const page = Math.floor(offset / limit) + 1;
+  $('#e-page').textContent = `Sida ${page} av ${pages}`;
+  $('#e-prev').disabled = offset <= 0;
+  $('#e-next').disabled = lastShown >= total;
+  const found = total === 1 ? '1 ärende hittades.' : `${total} ärenden hittades.`;
+  $('#errands-count').textContent = total > list.length && list.length ? `${found} Visar ${firstShown}–${lastShown}.` : found;
+  $('#errand-table caption').textContent = total ? `Sökresultat: ärende ${firstShown}–${lastShown} av ${total}` : 'Sökresultat';
+}
+
+function fact(dl, term, value) {
+  if (value == null || value === '') return;
+  const dt = document.createElement('dt');
+  dt.textContent = term;
+  const dd = document.createElement('dd');
+  dd.textContent = value;
+  dl.append(dt, dd);
+}
+function stamp(iso) {
+  if (!iso) return '';
+  return new Intl.DateTimeFormat('sv-SE', { timeZone: 'Europe/Stockholm', dateStyle: 'short', timeStyle: 'short' }).format(new Date(iso));
+}
+const END = { advisor_ended: 'Kommunvägledaren avslutade', citizen_left: 'Invånaren lämnade chatten', citizen_disconnected: 'Invånarens anslutning bröts', inactivity: 'Ingen aktivitet', interrupted: 'Avbruten (servern stoppades)', abandoned: 'Lämnade kön' };
+
+async function openErrand(number, from) {
+  openedFrom = from || null;
+  let e;
+  try {
+    e = await api('GET', `/api/v1/errands/${enc(number)}`);
+  } catch (err) {
+    message('#errands-message', err.status === 404 ? `Ärende ${number} finns inte (eller är gallrat).` : `Ärendet kunde inte hämtas: ${err.message}`, 'error');
+    announce('Ärendet kunde inte hämtas.', true);
+    return;
+  }
+  const detail = $('#errand-detail');
+  detail.dataset.number = e.number;
+  $('#errand-detail-heading').textContent = `Ärende ${e.number}`;
+  $('#errand-secrecy').hidden = !e.secrecy_review;
+  const dl = $('#errand-facts');
+  dl.replaceChildren();
+  fact(dl, 'Datum', e.date);
+  fact(dl, 'I kö', stamp(e.queued_at));
+  fact(dl, 'Avslutad', stamp(e.ended_at));
+  fact(dl, 'Kommunvägledare', e.advisor_name);
+  fact(dl, 'Invånare', e.citizen_name);
+  fact(dl, 'Ämne', e.topic);
+  fact(dl, 'Kategori', e.category);
+  fact(dl, 'Sammanfattning', e.summary);
+  fact(dl, 'Hur det slutade', e.end_reason ? END[e.end_reason] || e.end_reason : '');
+  fact(dl, 'Sekretessprövning', e.secrecy_review ? 'Behövs' : 'Behövs inte');
+  const lines = (e.transcript || []).map((l) => {
+    const li = document.createElement('li');
+    li.className = `line ${l.sender}`;
+    const meta = document.createElement('span');
+    meta.className = 'meta';
+    const who = l.sender === 'citizen' ? 'Invånaren' : l.sender === 'advisor' ? 'Kommunvägledaren' : 'System';
+    meta.textContent = `${l.sender_name ? `${who} (${l.sender_name})` : who}, ${stamp(l.sent_at)}`;
+    const text = document.createElement('p');
+    text.className = 'text';
+    text.textContent = l.text;
+    li.append(meta, text);
+    if (l.personnummer) {
+      li.classList.add('has-pn');
+      li.append(secrecyMarker('Innehåller personnummer'));
+    }
+    return li;
+  });
+  if (!lines.length) {
+    const li = document.createElement('li');
+    li.textContent = 'Inga meddelanden.';
+    lines.push(li);
+  }
+  $('#errand-transcript').replaceChildren(...lines);
+  $('#r-email').checked = false;
+  $('#r-phone').checked = false;
+  updateReleaseLinks();
+  detail.hidden = false;
+  $('#errand-detail-heading').focus();
+}
+
+function updateReleaseLinks() {
+  const number = $('#errand-detail').dataset.number;
+  if (!number) return;
+  const p = new URLSearchParams();
+  if ($('#r-email').checked) p.set('mask_email', 'true');
+  if ($('#r-phone').checked) p.set('mask_phone', 'true');
+  const base = `/api/v1/errands/${enc(number)}/release`;
+  const q = p.toString();
+  $('#release-text').href = q ? `${base}?${q}` : base;
+  p.set('format', 'json');
+  $('#release-json').href = `${base}?${p}`;
+}
+
+function updateExportLink() {
+  const p = new URLSearchParams({ from: $('#x-from').value, to: $('#x-to').value, format: $('#x-format').value });
+  const link = $('#export-link');
+  link.href = `/api/v1/errands/export?${p}`;
+  link.setAttribute('download', `arenden-${p.get('from')}-${p.get('to')}.${p.get('format') === 'csv' ? 'csv' : 'jsonl'}`);
+}
+
+$('#errand-search').addEventListener('submit', (e) => { e.preventDefault(); searchErrands(0); });
+$('#errand-search').addEventListener('reset', () => { setTimeout(() => searchErrands(0), 0); });
+async function page(delta) {
+  if (!errandQuery) return;
+  await searchErrands(errandQuery.offset + delta * errandQuery.limit, errandQuery.params);
+  // Paging to the first or last page disables the button that had focus.
+  const other = delta < 0 ? $('#e-next') : $('#e-prev');
+  if ((delta < 0 ? $('#e-prev') : $('#e-next')).disabled && !other.disabled) other.focus();
+}
+$('#e-prev').addEventListener('click', () => page(-1));
+$('#e-next').addEventListener('click', () => page(1));
+$('#r-email').addEventListener('change', updateReleaseLinks);
+$('#r-phone').addEventListener('change', updateReleaseLinks);
+$('#errand-close').addEventListener('click', () => {
+  $('#errand-detail').hidden = true;
+  delete $('#errand-detail').dataset.number;
+  if (openedFrom && openedFrom.isConnected) {
+    openedFrom.focus();
+  } else {
+    $('#errands-heading').setAttribute('tabindex', '-1');
+    $('#errands-heading').focus();
+  }
+});
+for (const id of ['#x-from', '#x-to', '#x-format']) $(id).addEventListener('input', updateExportLink);
+$('#export-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  updateExportLink();
+  $('#export-link').click();
 });

@@ -1,6 +1,9 @@
 // kommunchat: the advisor console. Protocol: docs/protocol.md (advisor).
 // Message text is only ever set with textContent.
 import { $, api, announce, duration, clockTime, randomId, session } from './staff.js';
+import { hasPersonnummer } from './personnummer.js';
+
+const PN_WARNING = 'Texten innehåller ett personnummer – ärendet markeras för sekretessprövning';
 
 const chats = new Map(); // conversation_id -> chat state
 let me = null;
@@ -324,6 +327,9 @@ function createChat(data) {
   bind('.transfer-label', '.transfer-to', 'transfer');
   bind('.category-label', '.category', 'category');
   bind('.summary-label', '.summary', 'summary');
+  const warning = el.querySelector('.pn-warning');
+  warning.id = `pn-warning-${n}`;
+  el.querySelector('.message-input').setAttribute('aria-describedby', warning.id);
   el.querySelector('.log').setAttribute('aria-label', 'Meddelanden');
   $('#panels').append(el);
 
@@ -340,6 +346,7 @@ function wirePanel(c) {
     if (e.key === 'Enter' && !e.shiftKey && !e.altKey && !e.isComposing) { e.preventDefault(); sendMessage(c); }
   });
   input.addEventListener('input', () => {
+    checkDraft(c);
     if (c.data.state !== 'chatting' || c.ended) return;
     if (!c.typingSent) c.typingSent = send({ type: 'typing', conversation_id: c.id, active: true });
     clearTimeout(c.typingTimer);
@@ -411,6 +418,41 @@ function insertCanned(c) {
   input.value = input.value ? `${input.value} ${text}` : text;
   input.focus();
   input.setSelectionRange(input.value.length, input.value.length);
+  checkDraft(c);
+}
+
+/** Warns (politely, once per change) while the draft holds a personnummer. */
+function checkDraft(c) {
+  const found = hasPersonnummer(c.el.querySelector('.message-input').value);
+  if (found === Boolean(c.pnWarned)) return;
+  c.pnWarned = found;
+  const warning = c.el.querySelector('.pn-warning');
+  warning.replaceChildren();
+  warning.classList.toggle('active', found);
+  if (found) {
+    const icon = document.createElement('span');
+    icon.className = 'pn-icon';
+    icon.setAttribute('aria-hidden', 'true');
+    icon.textContent = '⚠';
+    warning.append(icon, ` ${PN_WARNING}`);
+  }
+}
+
+/** The message holds a personnummer: flagged by the server, or found here (history, own messages). */
+function holdsPersonnummer(m) {
+  if (m.personnummer) return true;
+  const year = m.sent_at ? new Date(m.sent_at).getFullYear() : undefined;
+  return hasPersonnummer(m.text, year);
+}
+function personnummerFlag() {
+  const flag = document.createElement('span');
+  flag.className = 'pn-flag';
+  const icon = document.createElement('span');
+  icon.className = 'pn-icon';
+  icon.setAttribute('aria-hidden', 'true');
+  icon.textContent = '⚠';
+  flag.append(icon, ' Innehåller personnummer');
+  return flag;
 }
 
 function drawHead(c) {
@@ -454,6 +496,10 @@ function messageLi(c, m) {
   text.className = 'text';
   text.textContent = m.text;
   li.append(meta, text);
+  if (holdsPersonnummer(m)) {
+    li.classList.add('has-pn');
+    li.append(personnummerFlag());
+  }
   if (m.pending || m.failed) {
     const s = document.createElement('span');
     s.className = 'pending';
@@ -469,7 +515,7 @@ function redrawMessage(c, m) {
 }
 function addMessage(c, f) {
   if (c.messages.some((m) => m.seq === f.seq)) return;
-  const m = { seq: f.seq, sender: f.sender, sender_name: f.sender_name, text: f.text, sent_at: f.sent_at, client_msg_id: f.client_msg_id };
+  const m = { seq: f.seq, sender: f.sender, sender_name: f.sender_name, text: f.text, sent_at: f.sent_at, client_msg_id: f.client_msg_id, personnummer: f.personnummer === true };
   c.messages.push(m);
   c.lastSeq = Math.max(c.lastSeq, f.seq);
   const before = [...c.list.children].find((el) => el.dataset.pending === '1') || null;
@@ -500,6 +546,7 @@ function sendMessage(c) {
   c.list.append(messageLi(c, m));
   scrollLog(c);
   input.value = '';
+  checkDraft(c);
   stopTyping(c);
   send(messageFrame(c, m));
 }
