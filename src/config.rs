@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{NaiveDate, TimeDelta};
 use serde::Deserialize;
@@ -648,9 +648,6 @@ impl fmt::Display for LogFormat {
         })
     }
 }
-
-/// The path given by `--config` / `KOMMUNCHAT_CONFIG`, if any.
-pub type ConfigPath = Option<PathBuf>;
 
 #[cfg(test)]
 mod tests {

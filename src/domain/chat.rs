@@ -1728,11 +1728,6 @@ impl ChatCore {
             out.push(Effect::Close(*conn, CloseReason::Shutdown));
         }
     }
-
-    /// The number of waiting chats (for tests and figures).
-    pub fn waiting(&self) -> usize {
-        self.queue.len()
-    }
 }
 
 /// See [`ChatCore::estimate_wait`].

@@ -162,6 +162,8 @@ pub async fn login(
     app.throttle.succeeded(&account_key);
     let token = auth::random_token();
     let now = app.clock.now();
+    // Housekeeping on the way: sessions past their expiry go.
+    app.storage.delete_expired_sessions(now).await?;
     app.storage.create_session(&auth::token_hash(&token), user.id, now, now + SESSION_LIFETIME).await?;
     tracing::info!(user = user.id, "signed in");
     let cookie = format!(

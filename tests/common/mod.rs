@@ -292,9 +292,4 @@ impl Client {
             }
         }
     }
-
-    /// True if no frame arrives within `quiet`.
-    pub async fn silent_for(&mut self, quiet: Duration) -> bool {
-        tokio::time::timeout(quiet, self.ws.next()).await.is_err()
-    }
 }
