@@ -56,6 +56,28 @@ macro_rules! on_db {
     };
 }
 
+/// Binds the eight columns of every message in `$ops` to a query made from
+/// [`message_insert_sql`], in order (a macro: the query type differs per backend).
+macro_rules! bind_messages {
+    ($query:expr, $ops:expr) => {{
+        let mut q = $query;
+        for op in $ops {
+            if let StoreOp::Message { conversation, seq, sender, advisor, sender_name, client_msg_id, text, at } = op {
+                q = q
+                    .bind(conversation.to_string())
+                    .bind(*seq as i64)
+                    .bind(sender.as_str())
+                    .bind(*advisor)
+                    .bind(sender_name.as_deref())
+                    .bind(client_msg_id.as_deref())
+                    .bind(&**text)
+                    .bind(millis(*at));
+            }
+        }
+        q
+    }};
+}
+
 /// A handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -181,22 +203,14 @@ impl Storage {
                 if run > 0 {
                     for chunk in ops[i..i + run].chunks(MESSAGE_ROWS_PER_INSERT) {
                         let sql = message_insert_sql(chunk.len());
-                        let mut q = sqlx::query(&sql);
-                        for op in chunk {
-                            if let StoreOp::Message { conversation, seq, sender, advisor, sender_name, client_msg_id, text, at } = op {
-                                q = q
-                                    .bind(conversation.to_string())
-                                    .bind(*seq as i64)
-                                    .bind(sender.as_str())
-                                    .bind(*advisor)
-                                    .bind(sender_name.as_deref())
-                                    .bind(client_msg_id.as_deref())
-                                    .bind(&**text)
-                                    .bind(millis(*at));
-                                results.push(Committed::Message { conversation: *conversation, seq: *seq });
-                            }
-                        }
+                        let q = bind_messages!(sqlx::query(&sql), chunk);
                         q.execute(&mut *tx).await?;
+                        results.extend(chunk.iter().filter_map(|op| match op {
+                            StoreOp::Message { conversation, seq, .. } => {
+                                Some(Committed::Message { conversation: *conversation, seq: *seq })
+                            }
+                            _ => None,
+                        }));
                         // Numbers that need a secrecy review: flag the errand and
                         // remember the mention for access requests.
                         for op in chunk {
@@ -364,21 +378,7 @@ impl Storage {
         }
         let sql = message_insert_sql(ops.len());
         on_db!(&self.db, pool => {
-            let mut q = sqlx::query(&sql);
-            for op in ops {
-                if let StoreOp::Message { conversation, seq, sender, advisor, sender_name, client_msg_id, text, at } = op {
-                    q = q
-                        .bind(conversation.to_string())
-                        .bind(*seq as i64)
-                        .bind(sender.as_str())
-                        .bind(*advisor)
-                        .bind(sender_name.as_deref())
-                        .bind(client_msg_id.as_deref())
-                        .bind(&**text)
-                        .bind(millis(*at));
-                }
-            }
-            q.execute(pool).await?;
+            bind_messages!(sqlx::query(&sql), ops).execute(pool).await?;
         });
         Ok(Some(results))
     }
