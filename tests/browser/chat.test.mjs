@@ -63,8 +63,9 @@ describe('a conversation from queue to errand', () => {
     await chat.locator('#name-input').fill('Ada');
     await chat.locator('#topic-input').fill('Bygglov');
     await chat.getByRole('button', { name: 'Starta chatten' }).click();
-    await chat.getByText('Du är nummer 1 i kön.').waitFor();
-    await chat.getByText(/Beräknad väntetid/).waitFor();
+    // The position as shown (the polite announcer may hold the same words).
+    await chat.locator('#queue-position', { hasText: 'Du är nummer 1 i kön.' }).waitFor();
+    await chat.getByText(/Beräknad väntetid/).first().waitFor();
     await chat.locator('#message-input').fill('Hej, jag undrar över bygglov för en altan.');
     await chat.locator('#message-input').press('Enter');
     await chat.locator('#messages .msg.mine:not([data-pending])').waitFor();
@@ -73,12 +74,12 @@ describe('a conversation from queue to errand', () => {
     const other = await (await context(browser)).newPage();
     await other.goto(`${server.url}/chat`);
     await other.getByRole('button', { name: 'Starta chatten' }).click();
-    await other.getByText('Du är nummer 2 i kön.').waitFor();
+    await other.locator('#queue-position', { hasText: 'Du är nummer 2 i kön.' }).waitFor();
     assert.equal(await other.locator('#log').getAttribute('role'), 'log');
     await axe(other, 'the chat, queued');
     await other.getByRole('button', { name: 'Lämna kön' }).click();
     await other.getByRole('heading', { name: 'Chatten är avslutad' }).waitFor();
-    await other.getByText('Du har lämnat kön.').waitFor();
+    await other.getByText('Du har lämnat kön.').first().waitFor();
     assert.ok(await other.locator('#errand-line').isHidden(), 'no errand number without an advisor');
     await other.context().close();
 
@@ -100,12 +101,12 @@ describe('a conversation from queue to errand', () => {
     assert.equal(await tab.getAttribute('aria-selected'), 'true');
     await panel().getByText('Hej, jag undrar över bygglov för en altan.').waitFor();
     await chat.getByText('Anna har anslutit till chatten.').first().waitFor();
-    await chat.getByText('Du chattar med Anna, kommunvägledare.').waitFor();
+    await chat.getByText('Du chattar med Anna, kommunvägledare.').first().waitFor();
   });
 
   it('chatting: messages both ways, the typing indicator, a canned response, text never HTML', async () => {
     await panel().locator('.message-input').pressSequentially('Hej Ada', { delay: 20 });
-    await chat.getByText('Anna skriver …').waitFor();
+    await chat.getByText('Anna skriver …').first().waitFor();
     await panel().locator('.message-input').fill('');
     await panel().locator('.canned').selectOption({ index: 0 });
     await panel().getByRole('button', { name: 'Infoga' }).click();
@@ -206,7 +207,7 @@ describe('a conversation from queue to errand', () => {
     await citizen.reload();
     const handle = await citizen.locator('iframe[title]').elementHandle();
     chat = await handle.contentFrame();
-    await chat.getByText('Du chattar med Anna, kommunvägledare.').waitFor();
+    await chat.getByText('Du chattar med Anna, kommunvägledare.').first().waitFor();
     await chat.locator('#messages .text', { hasText: 'Meddelande B' }).waitFor();
     await panel().locator('.message-input').fill('Är du tillbaka?');
     await panel().locator('.message-input').press('Enter');
