@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Client, TestServer};
 use serde_json::{Value, json};
 
@@ -106,7 +104,6 @@ async fn live_figures_over_http_and_websocket() {
     let (_c1, _) = server.queued_citizen("Ada").await;
     anna.expect("assigned").await;
     let (_c2, _) = server.queued_citizen("Bertil").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let live: Value = http
         .get(server.url("/api/v1/stats/live"))

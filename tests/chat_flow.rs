@@ -172,8 +172,10 @@ async fn closed_hours_refuse_and_queue_nothing(backend: Backend) {
     citizen.send(json!({"type": "message", "client_msg_id": "x", "text": "hallå?"})).await;
     let error = citizen.expect("error").await;
     assert_eq!(error["code"], "invalid_state");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.storage().queue_event_count("refused").await.expect("count"), 1);
+    common::eventually("the refusal is stored", || async {
+        server.storage().queue_event_count("refused").await.expect("count") == 1
+    })
+    .await;
     assert_eq!(server.storage().queue_event_count("joined").await.expect("count"), 0);
 }
 
@@ -603,8 +605,12 @@ async fn a_vanished_citizen_is_abandoned_after_the_grace_period() {
     drop(citizen);
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.clock.advance(TimeDelta::seconds(61));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let record = server.storage().errand(&cid(&queued)).await.expect("query").expect("row");
+    let id = cid(&queued);
+    common::eventually("the vanished citizen is ended", || async {
+        server.storage().errand(&id).await.expect("query").is_some_and(|r| r.ended_at.is_some())
+    })
+    .await;
+    let record = server.storage().errand(&id).await.expect("query").expect("row");
     assert_eq!(record.outcome.as_deref(), Some("abandoned"));
     assert_eq!(record.end_reason.as_deref(), Some("citizen_disconnected"));
     // The token is dead.

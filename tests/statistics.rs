@@ -84,8 +84,10 @@ async fn scenario(backend: Backend) {
 
     server.add_user("chef", "Chefen", "admin", "admin password 123").await;
     let cookie = server.login("chef", "admin password 123").await;
-    // Give the writer a moment for the refusal event.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    common::eventually("the refusal is stored", || async {
+        server.storage().queue_event_count("refused").await.expect("count") == 1
+    })
+    .await;
     let day = stats(&server, &cookie, "from=2026-11-30&to=2026-11-30").await;
     check_day(&day);
     let open_only = stats(&server, &cookie, "from=2026-11-30&to=2026-11-30&opening_hours_only=true").await;

@@ -77,6 +77,20 @@ impl TestDb {
     }
 }
 
+/// Waits until `check` holds (polling, up to [`WAIT`]); panics naming `what` if it never does.
+/// For effects that land asynchronously, such as the storage writer's commits.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A Monday 10:00 in Stockholm: open under the default hours.
 pub fn monday_morning() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-30T10:00:00+01:00").expect("instant").to_utc()
