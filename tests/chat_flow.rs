@@ -613,11 +613,44 @@ async fn a_vanished_citizen_is_abandoned_after_the_grace_period() {
     let record = server.storage().errand(&id).await.expect("query").expect("row");
     assert_eq!(record.outcome.as_deref(), Some("abandoned"));
     assert_eq!(record.end_reason.as_deref(), Some("citizen_disconnected"));
-    // The token is dead.
+    // Within the next grace period the token only tells how it ended …
     let mut back = server.citizen().await;
     back.expect("welcome").await;
     back.send(json!({"type": "resume", "token": queued["resume_token"], "last_seq": 0})).await;
-    assert_eq!(back.expect("error").await["code"], "not_found");
+    let ended = back.expect("ended").await;
+    assert_eq!(ended["reason"], "citizen_disconnected");
+    assert_eq!(ended["errand_number"], Value::Null);
+    // … and then it is dead.
+    server.clock.advance(TimeDelta::seconds(61));
+    common::eventually("the ended token expires", || async {
+        let mut again = server.citizen().await;
+        again.expect("welcome").await;
+        again.send(json!({"type": "resume", "token": queued["resume_token"], "last_seq": 0})).await;
+        again.next().await.is_some_and(|f| f["type"] == "error" && f["code"] == "not_found")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_citizen_who_missed_the_end_learns_the_errand_number_on_resume() {
+    let server = TestServer::start().await;
+    let mut advisor = server.advisor("anna", true).await;
+    let (mut citizen, queued) = server.queued_citizen("Ada").await;
+    citizen.expect("assigned").await;
+    let chat = advisor.expect("assigned").await;
+    drop(citizen);
+    advisor.expect("citizen_presence").await;
+    advisor.send(json!({"type": "end", "conversation_id": cid(&chat["chat"]), "category": "Övrigt"})).await;
+    let number = advisor.expect("chat_ended").await["errand_number"].as_str().expect("number").to_owned();
+    let mut back = server.citizen().await;
+    back.expect("welcome").await;
+    back.send(json!({"type": "resume", "token": queued["resume_token"], "last_seq": 0})).await;
+    let ended = back.expect("ended").await;
+    assert_eq!(ended["errand_number"], number.as_str());
+    assert_eq!(ended["reason"], "advisor_ended");
+    // The chat cannot be taken up again.
+    back.send(json!({"type": "message", "client_msg_id": "late", "text": "hallå?"})).await;
+    assert_eq!(back.expect("error").await["code"], "invalid_state");
 }
 
 #[tokio::test]

@@ -325,6 +325,10 @@ pub struct ChatCore {
     queue: WaitQueue<ConversationId>,
     conversations: HashMap<ConversationId, Conversation>,
     by_token: HashMap<String, ConversationId>,
+    /// Tokens of conversations that ended, kept for the citizen grace period so
+    /// a citizen who reconnects just after the end still learns the errand number.
+    ended_tokens: HashMap<String, (Option<String>, EndReason)>,
+    ended_expiry: std::collections::VecDeque<(DateTime<Utc>, String)>,
     citizen_conns: HashMap<ConnId, CitizenConn>,
     advisors: HashMap<UserId, Advisor>,
     advisor_conns: HashMap<ConnId, UserId>,
@@ -345,6 +349,8 @@ impl ChatCore {
             queue: WaitQueue::default(),
             conversations: HashMap::new(),
             by_token: HashMap::new(),
+            ended_tokens: HashMap::new(),
+            ended_expiry: std::collections::VecDeque::new(),
             citizen_conns: HashMap::new(),
             advisors: HashMap::new(),
             advisor_conns: HashMap::new(),
@@ -684,14 +690,18 @@ impl ChatCore {
             self.conversations.get(id).is_some_and(|c| matches!(c.phase, Phase::Queued(_) | Phase::Chatting(_)))
         });
         let Some(id) = found else {
-            out.push(Effect::ToCitizen(
-                conn,
-                CitizenEvent::Error {
+            let event = match self.ended_tokens.get(token) {
+                // Over, but recently: tell how it ended (the errand number), once more.
+                Some((errand_number, reason)) => {
+                    CitizenEvent::Ended { errand_number: errand_number.clone(), reason: *reason }
+                }
+                None => CitizenEvent::Error {
                     code: ErrorCode::NotFound,
                     message: "no conversation to resume with that token".into(),
                     client_msg_id: None,
                 },
-            ));
+            };
+            out.push(Effect::ToCitizen(conn, event));
             return;
         };
         let wait_for_position = |core: &ChatCore, position| core.estimate_wait(position);
@@ -1011,7 +1021,7 @@ impl ChatCore {
                     self.remove_conversation(now, conversation, reason, out);
                 } else {
                     // Wrap-up: the citizen is done; the advisor still closes it.
-                    self.detach_citizen(conversation);
+                    self.detach_citizen(now, conversation);
                 }
             }
             Committed::Classified { conversation } => {
@@ -1071,11 +1081,15 @@ impl ChatCore {
     }
 
     /// The citizen's side of a conversation is over: its token and connection let go.
-    fn detach_citizen(&mut self, id: ConversationId) {
+    fn detach_citizen(&mut self, now: DateTime<Utc>, id: ConversationId) {
         let Some(c) = self.conversations.get_mut(&id) else {
             return;
         };
-        self.by_token.remove(&c.token);
+        if self.by_token.remove(&c.token).is_some() {
+            let reason = c.end_reason.unwrap_or(EndReason::Interrupted);
+            self.ended_tokens.insert(c.token.clone(), (c.errand_number.clone(), reason));
+            self.ended_expiry.push_back((now + self.settings.citizen_grace, c.token.clone()));
+        }
         if let Some(conn) = c.citizen_conn.take()
             && let Some(state) = self.citizen_conns.get_mut(&conn)
         {
@@ -1088,12 +1102,12 @@ impl ChatCore {
 
     fn remove_conversation(
         &mut self,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
         id: ConversationId,
         reason: EndReason,
         out: &mut Vec<Effect>,
     ) {
-        self.detach_citizen(id);
+        self.detach_citizen(now, id);
         let Some(c) = self.conversations.remove(&id) else {
             return;
         };
@@ -1554,6 +1568,13 @@ impl ChatCore {
     // ------------------------------------------------------------ time
 
     fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        // Ended conversations' tokens stop answering after the grace period.
+        while self.ended_expiry.front().is_some_and(|(until, _)| *until <= now) {
+            if let Some((_, token)) = self.ended_expiry.pop_front() {
+                self.ended_tokens.remove(&token);
+            }
+        }
+
         // Citizens gone longer than the grace period.
         let cutoff = now - self.settings.citizen_grace;
         while let Some(&(gone, id)) = self.citizen_deadlines.first() {
