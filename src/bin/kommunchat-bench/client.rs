@@ -45,6 +45,13 @@ pub async fn connect(addr: SocketAddr, path: &str, source: Ipv4Addr, cookie: Opt
     Ok(ws)
 }
 
+/// The `n`th citizen connection, after its `welcome` frame.
+pub async fn citizen(addr: SocketAddr, n: usize) -> Result<Ws, String> {
+    let mut ws = connect(addr, "/ws/citizen", source_for(n), None).await?;
+    expect(&mut ws, "welcome").await?;
+    Ok(ws)
+}
+
 pub async fn send(ws: &mut Ws, frame: &Value) -> Result<(), String> {
     ws.send(Message::Text(frame.to_string().into())).await.map_err(|e| e.to_string())
 }

@@ -69,8 +69,7 @@ pub async fn connections(server: &ServerProcess, n: usize) -> (ConnectionsResult
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.ok()?;
-            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
-            client::expect(&mut ws, "welcome").await.ok()?;
+            let ws = client::citizen(addr, i).await.ok()?;
             Some(ws)
         }));
     }
@@ -161,8 +160,7 @@ pub async fn relay(
     let mut advisor_sockets = advisors(server, binary, advisors_count).await?;
     let mut citizens = Vec::new();
     for i in 0..pairs {
-        let mut ws = client::connect(server.addr, "/ws/citizen", client::source_for(i), None).await?;
-        client::expect(&mut ws, "welcome").await?;
+        let mut ws = client::citizen(server.addr, i).await?;
         client::send(&mut ws, &json!({"type": "start", "display_name": format!("c{i}")})).await?;
         client::expect(&mut ws, "queued").await?;
         client::expect(&mut ws, "assigned").await?;
@@ -384,8 +382,7 @@ pub async fn surge(
         let ready = ready_tx.clone();
         tasks.push(tokio::spawn(async move {
             let permit = limit.acquire_owned().await.ok()?;
-            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
-            client::expect(&mut ws, "welcome").await.ok()?;
+            let mut ws = client::citizen(addr, i).await.ok()?;
             client::send(&mut ws, &json!({"type": "start"})).await.ok()?;
             client::expect(&mut ws, "queued").await.ok()?;
             drop(permit);
@@ -489,8 +486,7 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.ok()?;
-            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
-            client::expect(&mut ws, "welcome").await.ok()?;
+            let mut ws = client::citizen(addr, i).await.ok()?;
             client::send(&mut ws, &json!({"type": "start"})).await.ok()?;
             let q = client::expect(&mut ws, "queued").await.ok()?;
             let token = q["resume_token"].as_str()?.to_owned();
@@ -529,8 +525,7 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.ok()?;
-            let mut ws = client::connect(addr, "/ws/citizen", client::source_for(i), None).await.ok()?;
-            client::expect(&mut ws, "welcome").await.ok()?;
+            let mut ws = client::citizen(addr, i).await.ok()?;
             client::send(&mut ws, &json!({"type": "resume", "token": token, "last_seq": 0})).await.ok()?;
             let resumed = client::expect(&mut ws, "resumed").await.ok()?;
             let last = resumed["last_seq"].as_u64().unwrap_or(0);
