@@ -3,7 +3,7 @@
 // in order and share the two pages.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, context, axe, shot, openWidget, login, ALWAYS_OPEN } from './helpers.mjs';
+import { startServer, launch, context, axe, shot, openWidget, login, unsupportedStep, FIREFOX, ALWAYS_OPEN } from './helpers.mjs';
 
 const XSS = '<img src=x onerror=alert(1)>';
 let browser;
@@ -221,7 +221,7 @@ describe('a conversation from queue to errand', () => {
     assert.equal(count(list, XSS), 1);
   });
 
-  it('the advisor ends with category and summary; the citizen gets the errand number and a printable transcript', async () => {
+  it('the advisor ends with category and summary; the citizen gets the errand number and a printable transcript', async (t) => {
     await advisor.keyboard.press('Alt+Shift+KeyE');
     assert.equal(await advisor.evaluate(() => document.activeElement.classList.contains('category')), true);
     await panel().getByRole('button', { name: 'Avsluta ärendet' }).click();
@@ -241,13 +241,34 @@ describe('a conversation from queue to errand', () => {
     await chat.evaluate(() => { window.printed = 0; window.print = () => { window.printed++; }; });
     await chat.getByRole('button', { name: 'Skriv ut' }).click();
     assert.equal(await chat.evaluate(() => window.printed), 1);
-    const download = citizen.waitForEvent('download');
-    await chat.getByRole('button', { name: 'Spara som textfil' }).click();
-    assert.equal((await download).suggestedFilename(), `chatt-${errand}.txt`);
-    await citizen.emulateMedia({ media: 'print' });
-    assert.equal(await chat.evaluate(() => getComputedStyle(document.querySelector('.chat-header')).display), 'none');
-    assert.equal(await chat.evaluate(() => getComputedStyle(document.querySelector('#transcript')).display), 'flex');
-    await citizen.emulateMedia({ media: 'screen' });
+    if (FIREFOX) {
+      // Firefox saves the file, but its driver reports no download event for a
+      // blob: URL; the link the page clicks is checked instead.
+      t.diagnostic('firefox: the transcript download is checked from the link the page clicks, not a download event');
+      await chat.evaluate(() => {
+        const { createObjectURL } = URL;
+        const { click } = HTMLAnchorElement.prototype;
+        URL.createObjectURL = (blob) => { window.savedBlob = blob; return createObjectURL(blob); };
+        HTMLAnchorElement.prototype.click = function saved() {
+          window.savedName = this.download;
+          return click.call(this);
+        };
+      });
+      await chat.getByRole('button', { name: 'Spara som textfil' }).click();
+      const saved = await chat.evaluate(async () => ({ name: window.savedName, text: await window.savedBlob.text() }));
+      assert.equal(saved.name, `chatt-${errand}.txt`);
+      assert.ok(saved.text.includes('Meddelande B'), saved.text);
+    } else {
+      const download = citizen.waitForEvent('download');
+      await chat.getByRole('button', { name: 'Spara som textfil' }).click();
+      assert.equal((await download).suggestedFilename(), `chatt-${errand}.txt`);
+    }
+    if (!unsupportedStep(t, 'firefox', 'the print stylesheet (WebDriver BiDi cannot emulate print media)')) {
+      await citizen.emulateMedia({ media: 'print' });
+      assert.equal(await chat.evaluate(() => getComputedStyle(document.querySelector('.chat-header')).display), 'none');
+      assert.equal(await chat.evaluate(() => getComputedStyle(document.querySelector('#transcript')).display), 'flex');
+      await citizen.emulateMedia({ media: 'screen' });
+    }
 
     await shot(citizen, 'chat-ended');
     await shot(advisor, 'console-ended');
@@ -257,9 +278,10 @@ describe('a conversation from queue to errand', () => {
     assert.equal(await advisor.getByRole('tab').count(), 1);
   });
 
-  it('the console reconnects by itself and restores every open chat', async () => {
+  it('a reload of the console restores every open chat', async () => {
     // Bo's chat is still open (his page is gone, within the grace period). A new
     // connection (here a reload) gets every open chat back with its history.
+    // console-advisors.test.mjs drops the connection without a reload.
     await advisor.reload();
     await advisor.getByRole('tab', { name: /Bo/ }).waitFor();
     await panel().getByText('Hej från Bo').waitFor();

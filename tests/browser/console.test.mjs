@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { startServer, launch, context, axe, shot, login, repo, ALWAYS_OPEN } from './helpers.mjs';
+import { startServer, launch, context, axe, shot, login, wsProxy, repo, ALWAYS_OPEN } from './helpers.mjs';
 
 const PW = 'ett långt lösenord';
 const WARNING = 'Texten innehåller ett personnummer – ärendet markeras för sekretessprövning';
@@ -64,14 +64,11 @@ test('personnummer.js finds the same numbers as the server', async () => {
 });
 
 test('console: a received personnummer is marked; typing one shows a polite warning, a phone number does not', async () => {
-  const advisor = await (await context(browser)).newPage();
-  const flags = [];
-  advisor.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
-    try {
-      const f = JSON.parse(String(payload));
-      if (f.type === 'message') flags.push([f.text, f.personnummer === true]);
-    } catch { /* not JSON */ }
-  }));
+  const advisorCtx = await context(browser);
+  // The frames the console receives, read on the way through a proxy.
+  const net = await wsProxy(advisorCtx, /\/ws\/advisor$/);
+  const flags = () => net.frames.filter((f) => f.type === 'message').map((f) => [f.text, f.personnummer === true]);
+  const advisor = await advisorCtx.newPage();
   await advisor.goto(`${server.url}/console`);
   await login(advisor, 'anna', PW);
   // The status can change once the console's socket is welcomed.
@@ -94,7 +91,7 @@ test('console: a received personnummer is marked; typing one shows a polite warn
   assert.ok(await flagged.locator('.pn-flag').isVisible());
   assert.equal(await flagged.locator('.pn-icon').getAttribute('aria-hidden'), 'true');
   // The server flags the frame itself (docs/protocol.md).
-  assert.deepEqual(flags, [['Hej! Ring mig på 070-123 45 67.', false], ['Mitt personnummer är 811218-9876.', true]]);
+  assert.deepEqual(flags(), [['Hej! Ring mig på 070-123 45 67.', false], ['Mitt personnummer är 811218-9876.', true]]);
   const plain = panel.locator('.msg', { hasText: 'Ring mig på 070-123 45 67' });
   assert.equal(await plain.locator('.pn-flag').count(), 0, 'a phone number is not a personnummer');
 

@@ -1,20 +1,36 @@
 // Shared by the browser scenarios: a real kommunchat server per test file
-// (port 0, its own temporary directory and SQLite file), Chromium through
-// playwright-core, and axe-core.
+// (port 0, its own temporary directory and SQLite file), the browser named by
+// KC_BROWSER through playwright-core, and axe-core. KC_BROWSER=chromium (the
+// default) drives Debian's chromium over CDP; KC_BROWSER=firefox drives Debian's
+// firefox-esr over WebDriver BiDi (playwright's `moz-firefox` channel).
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
+import { chromium, firefox } from 'playwright-core';
 
 const require = createRequire(import.meta.url);
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repo = path.resolve(here, '..', '..');
 export const AXE = require.resolve('axe-core/axe.min.js');
 export const SHOTS = process.env.KC_SCREENSHOTS || '';
+
+export const BROWSER = process.env.KC_BROWSER || 'chromium';
+if (!['chromium', 'firefox'].includes(BROWSER)) throw new Error(`KC_BROWSER=${BROWSER}: use chromium or firefox`);
+export const FIREFOX = BROWSER === 'firefox';
+
+/**
+ * A step that `browser`'s driver cannot do: true (skip it) in that browser, and
+ * the test output says what was skipped. Never skip a step silently.
+ */
+export function unsupportedStep(t, browser, what) {
+  if (BROWSER !== browser) return false;
+  t.diagnostic(`${browser}: skipped step: ${what}`);
+  return true;
+}
 
 export const BIN = process.env.KC_SERVER_BIN
   || path.join(process.env.CARGO_TARGET_DIR ? path.resolve(repo, process.env.CARGO_TARGET_DIR) : path.join(repo, 'target'), 'debug', 'kommunchat');
@@ -115,7 +131,16 @@ export async function startServer({ config, users = [] }) {
   };
 }
 
-export async function launch() {
+/** The browser; `firefoxUserPrefs` apply to Firefox only. */
+export async function launch({ firefoxUserPrefs } = {}) {
+  if (FIREFOX) {
+    return firefox.launch({
+      channel: 'moz-firefox',
+      executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
+      headless: true,
+      firefoxUserPrefs,
+    });
+  }
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -131,9 +156,13 @@ export async function context(browser, options = {}) {
   return ctx;
 }
 
+let axeSource = null;
 /** axe-core with the WCAG 2.1 A and AA rules; fails with the violations listed. */
 export async function axe(target, label) {
-  await target.addScriptTag({ path: AXE });
+  // Evaluated rather than added as a <script>: the pages' CSP forbids inline
+  // scripts and Firefox's driver (WebDriver BiDi) cannot bypass CSP.
+  axeSource ??= readFileSync(AXE, 'utf8');
+  if (!(await target.evaluate(() => typeof window.axe === 'object'))) await target.evaluate(axeSource);
   const result = await target.evaluate(async () => {
     // eslint-disable-next-line no-undef
     const r = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
@@ -145,7 +174,7 @@ export async function axe(target, label) {
 export async function shot(page, name) {
   if (!SHOTS) return;
   mkdirSync(SHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}${FIREFOX ? '-firefox' : ''}.png`), fullPage: true });
 }
 
 /** The chat iframe that the widget opened on a host page. */
@@ -181,6 +210,70 @@ export async function login(page, username, password) {
   await page.locator('#login-user').fill(username);
   await page.locator('#login-pass').fill(password);
   await page.getByRole('button', { name: 'Logga in' }).click();
+}
+
+/** Polls `fn` (sync or async) until it returns something truthy; fails with `what` after `timeout` ms. */
+export async function waitUntil(fn, what, timeout = 10000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Sends the context's WebSockets to URLs matching `pattern` through a proxy the
+ * test controls (this works in Firefox too, which has no WebSocket frame
+ * events). `frames` holds every JSON frame the page received; `hold = true`
+ * keeps the server's frames back until `release()`; `refuse = true` turns new
+ * connections away (`refused` counts them); `cut()` drops the open ones.
+ */
+export async function wsProxy(ctx, pattern) {
+  const net = { frames: [], held: [], hold: false, refuse: false, refused: 0, connections: 0, links: new Set() };
+  await ctx.routeWebSocket(pattern, (ws) => {
+    if (net.refuse) { net.refused++; ws.close({ code: 4000, reason: 'offline' }); return; }
+    net.connections++;
+    const upstream = ws.connectToServer();
+    const link = { ws, upstream };
+    net.links.add(link);
+    ws.onMessage((m) => upstream.send(m));
+    upstream.onMessage((m) => {
+      const deliver = () => {
+        if (!net.links.has(link)) return;
+        try { net.frames.push(JSON.parse(String(m))); } catch { /* not JSON */ }
+        ws.send(m);
+      };
+      if (net.hold) net.held.push(deliver); else deliver();
+    });
+    ws.onClose(() => { net.links.delete(link); upstream.close(); });
+    upstream.onClose(() => { net.links.delete(link); ws.close(); });
+  });
+  net.release = () => { net.hold = false; for (const deliver of net.held.splice(0)) deliver(); };
+  net.cut = () => {
+    for (const link of [...net.links]) {
+      net.links.delete(link);
+      link.ws.close({ code: 4000, reason: 'network down' });
+      link.upstream.close();
+    }
+  };
+  return net;
+}
+
+/** An init script: records the frequency of every oscillator the page starts in `window.beeps`. */
+export function audioSpy() {
+  window.beeps = [];
+  const Real = window.AudioContext;
+  if (!Real) return;
+  window.AudioContext = class extends Real {
+    createOscillator() {
+      const osc = super.createOscillator();
+      const start = osc.start.bind(osc);
+      osc.start = (...args) => { window.beeps.push(osc.frequency.value); return start(...args); };
+      return osc;
+    }
+  };
 }
 
 // Servers still running when the test process ends are stopped with it.

@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# The web pages in a real browser: Chromium (Debian's) driven by playwright-core,
-# checked with axe-core. Each scenario starts its own kommunchat server.
+# The web pages in real browsers, driven by playwright-core and checked with
+# axe-core: Debian's chromium (over CDP) and Debian's firefox-esr (over WebDriver
+# BiDi). The same test files run once per browser; KC_BROWSERS picks which
+# ("chromium firefox" by default). Each scenario starts its own kommunchat server.
 # Called by ./test.sh as its last step; works on a fresh machine as root.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+browsers="${KC_BROWSERS:-chromium firefox}"
 
-if [ ! -x /usr/bin/chromium ]; then
-  echo "run.sh: installing Debian's chromium"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  apt-get install -y chromium
-fi
+missing=()
+for b in $browsers; do
+  case "$b" in
+    chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
+    firefox) [ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr) ;;
+    *) echo "run.sh: unknown browser '$b' in KC_BROWSERS (use chromium, firefox)" >&2; exit 2 ;;
+  esac
+done
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  echo "run.sh: installing Node.js and npm"
+  missing+=(nodejs npm)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "run.sh: installing Debian's ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y nodejs npm
+  apt-get install -y "${missing[@]}"
 fi
 
 (cd "$here" && npm ci --no-audit --no-fund)
@@ -27,4 +35,15 @@ case "$target" in /*) ;; *) target="$repo/$target" ;; esac
 export KC_SERVER_BIN="$target/debug/kommunchat"
 
 cd "$here"
-exec node --test --test-concurrency=1 --test-timeout=120000 ./*.test.mjs
+failed=()
+for b in $browsers; do
+  echo "run.sh: the browser suite in $b"
+  # Tests or steps a browser's driver cannot do are reported as "# SKIP" /
+  # "# <browser>: skipped step" with the reason.
+  KC_BROWSER="$b" node --test --test-concurrency=1 --test-timeout=120000 ./*.test.mjs || failed+=("$b")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "run.sh: the browser suite failed in: ${failed[*]}" >&2
+  exit 1
+fi
+echo "run.sh: the browser suite passed in: $browsers"

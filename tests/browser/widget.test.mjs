@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startServer, launch, context, axe, shot, openWidget, noHorizontalScroll, focusVisible,
-  ALWAYS_OPEN, closedNowConfig, PRIVACY_URL,
+  FIREFOX, ALWAYS_OPEN, closedNowConfig, PRIVACY_URL,
 } from './helpers.mjs';
 
 let browser;
@@ -116,7 +116,8 @@ test('before start: the public-record notice, the policy link, name and topic; k
   await ctx.close();
 });
 
-test('360 px wide screen and 200% zoom: no sideways scrolling on any page', async () => {
+test('360 px wide screen and 200% zoom: no sideways scrolling on any page', async (t) => {
+  if (FIREFOX) t.diagnostic('firefox: isMobile and hasTouch are not emulated (playwright supports them in Chromium only); the 360 px run is a narrow window');
   for (const [label, options] of [
     ['360 px', { viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true }],
     ['200% zoom of a 1280 px window', { viewport: { width: 640, height: 400 }, deviceScaleFactor: 2 }],
@@ -135,7 +136,10 @@ test('360 px wide screen and 200% zoom: no sideways scrolling on any page', asyn
     const box = await page.locator('iframe[title]').boundingBox();
     assert.ok(box.x >= 0 && box.x + box.width <= options.viewport.width + 1, `the chat fits the screen at ${label}`);
     if (label === '360 px') {
-      assert.ok(box.width >= 359, 'the chat fills a phone screen');
+      // The layout width: Firefox keeps a classic scrollbar beside it even in a phone-sized window.
+      const width = await page.evaluate(() => document.documentElement.clientWidth);
+      assert.ok(width >= 340, `the layout is ${width} px wide`);
+      assert.ok(box.x <= 1 && box.width >= width - 1, `the chat fills a phone screen (${box.width} of ${width} px)`);
       await shot(page, 'widget-360px');
     }
     await ctx.close();
@@ -162,9 +166,13 @@ test('the accessibility statement and the sign-in pages have no axe violations',
 });
 
 test('reduced motion is honoured', async () => {
-  const ctx = await context(browser, { reducedMotion: 'reduce' });
+  // Firefox's driver cannot emulate the media feature; a browser with the
+  // preference set to "reduce" stands in for it.
+  const b = FIREFOX ? await launch({ firefoxUserPrefs: { 'ui.prefersReducedMotion': 1 } }) : browser;
+  const ctx = await context(b, { reducedMotion: 'reduce' });
   const page = await ctx.newPage();
   await page.goto(`${open.url}/console`);
+  assert.ok(await page.evaluate(() => matchMedia('(prefers-reduced-motion: reduce)').matches));
   const duration = await page.evaluate(() => {
     const el = document.createElement('button');
     el.className = 'tab new';
@@ -173,4 +181,5 @@ test('reduced motion is honoured', async () => {
   });
   assert.ok(parseFloat(duration) < 0.01, `animations are switched off (got ${duration})`);
   await ctx.close();
+  if (b !== browser) await b.close();
 });

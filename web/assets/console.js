@@ -10,6 +10,8 @@ let me = null;
 let ws = null;
 let welcome = null;
 let status = 'away';
+let wanted = null; // a status chosen while no connection could carry it; sent once welcomed
+let titleCueUntil = 0;
 let retry = 0;
 let retryTimer = null;
 let queueTimer = null;
@@ -30,6 +32,7 @@ const auth = session({
   },
   onSignOut() {
     signedOut = true;
+    wanted = null;
     disconnect();
     $('#console-view').hidden = true;
   },
@@ -53,7 +56,7 @@ function connect() {
     if (ws !== sock) return;
     ws = null;
     if (signedOut) return;
-    if (e.code === 1008) { auth.expired(); clearAll(); return; }
+    if (e.code === 1008) { wanted = null; auth.expired(); clearAll(); return; }
     if (e.code === 4001) {
       banner('Konsolen har öppnats i ett annat fönster eller en annan flik.', 'Använd konsolen här');
       return;
@@ -61,7 +64,7 @@ function connect() {
     if (!welcomed) {
       // The upgrade may have been refused because the session is gone.
       try { await api('GET', '/api/v1/me'); } catch (err) {
-        if (err.status === 401) { auth.expired(); clearAll(); return; }
+        if (err.status === 401) { wanted = null; auth.expired(); clearAll(); return; }
       }
     }
     banner('Anslutningen till servern bröts. Konsolen ansluter igen av sig själv och hämtar dina chattar.', 'Försök nu');
@@ -106,7 +109,11 @@ function handle(f) {
       retry = 0;
       $('#conn-banner').hidden = true;
       if (reconnect) announce('Anslutningen är återställd.');
-      setStatus(f.status, false);
+      // A status chosen before this connection was welcomed wins over the one
+      // the server remembers; the server confirms it with a `status` frame.
+      if (wanted && wanted !== f.status && send({ type: 'status', status: wanted })) setStatus(wanted, false);
+      else setStatus(f.status, false);
+      wanted = null;
       $('#max-chats').textContent = String(f.max_chats);
       setQueue(f.queue);
       const ids = new Set(f.chats.map((c) => c.conversation_id));
@@ -242,10 +249,12 @@ function setStatus(s, announceIt) {
 }
 function requestStatus(s) {
   unlockAudio();
-  if (!send({ type: 'status', status: s })) {
-    setStatus(status, false);
-    announce('Ingen anslutning just nu. Försök igen när konsolen har anslutit.', true);
-  }
+  if (send({ type: 'status', status: s })) { wanted = null; return; }
+  // Not welcomed yet (the console is still connecting, or reconnecting): keep
+  // the choice and send it as soon as the connection is up.
+  wanted = s;
+  setStatus(s, false);
+  if (!$('#conn-banner').hidden) announce('Ingen anslutning just nu. Statusen ändras när konsolen har anslutit igen.');
 }
 function setQueue(q) {
   queue = { waiting: q.waiting, longest_wait_seconds: q.longest_wait_seconds, at: Date.now() };
@@ -284,9 +293,9 @@ function upsertChat(data, isNew) {
   for (const m of pending) send(messageFrame(c, m));
   updateCount();
   if (isNew) {
-    cue(c);
     if (!selected || !chats.has(selected)) select(c.id, false);
     else markUnread(c, c.messages.filter((m) => m.sender === 'citizen').length);
+    cue(c);
   } else if (!selected || !chats.has(selected)) {
     select(c.id, false);
   }
@@ -577,7 +586,8 @@ function markUnread(c, n) {
 function updateTitle() {
   let unread = 0;
   for (const c of chats.values()) unread += c.unread;
-  document.title = unread ? `(${unread}) Chattkonsol – kommunchat` : 'Chattkonsol – kommunchat';
+  const title = unread ? `(${unread}) Chattkonsol – kommunchat` : 'Chattkonsol – kommunchat';
+  document.title = Date.now() < titleCueUntil ? `Ny chatt! ${title}` : title;
 }
 function updateCount() {
   const open = [...chats.values()].filter((c) => !c.ended).length;
@@ -662,11 +672,15 @@ function beep() {
 }
 function cue(c) {
   beep();
+  // The highlight stays until the advisor looks at the chat; on the chat that is
+  // already shown it goes when the pulse is over.
   c.tab.classList.add('new');
+  if (c.id === selected) c.tab.addEventListener('animationend', () => { if (c.id === selected) c.tab.classList.remove('new'); }, { once: true });
   const text = `Ny chatt: ${citizenName(c)}${c.data.topic ? `, ${c.data.topic}` : ''}.`;
   announce(text, true);
-  document.title = `Ny chatt! ${document.title.replace(/^Ny chatt! /, '')}`;
-  setTimeout(updateTitle, 4000);
+  titleCueUntil = Date.now() + 4000;
+  updateTitle();
+  setTimeout(updateTitle, 4050);
 }
 
 // ---------------------------------------------------------------- keyboard
