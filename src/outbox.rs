@@ -1,28 +1,32 @@
 //! A connection's outbox: frames the hub has decided to send, waiting for the
-//! connection task to write them.
+//! connection task to write them, and the heartbeat that makes it ping.
 //!
 //! Why not a `tokio::sync::mpsc` channel: every idle connection holds one,
 //! and a bounded tokio channel costs about a kilobyte before the first frame
 //! (cache-padded shared state plus an eagerly allocated block of 32 slots).
-//! This is a mutex-guarded deque and a `Notify`: about a hundred bytes, and
-//! the deque allocates only when frames arrive.
+//! This is a mutex-guarded deque and an `AtomicWaker`: well under a hundred
+//! bytes, the deque allocates only while frames wait, and it is polled, so
+//! the connection loop needs no future of its own to wait on it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 #[derive(Debug)]
 struct Shared<T> {
     // A std Mutex: held only to push or pop, never across an .await.
     state: Mutex<State<T>>,
-    notify: Notify,
+    waker: AtomicWaker,
 }
 
 #[derive(Debug)]
 struct State<T> {
     queue: VecDeque<T>,
     closed: bool,
+    /// Time to check the connection (ping it, or close it if silent too long).
+    heartbeat: bool,
 }
 
 /// The hub's end. Dropping it closes the outbox (after what is queued).
@@ -40,8 +44,10 @@ pub struct OutboxReceiver<T> {
 
 /// A new outbox holding at most `capacity` frames.
 pub fn outbox<T>(capacity: usize) -> (OutboxSender<T>, OutboxReceiver<T>) {
-    let shared =
-        Arc::new(Shared { state: Mutex::new(State { queue: VecDeque::new(), closed: false }), notify: Notify::new() });
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State { queue: VecDeque::new(), closed: false, heartbeat: false }),
+        waker: AtomicWaker::new(),
+    });
     (OutboxSender { shared: shared.clone(), capacity }, OutboxReceiver { shared })
 }
 
@@ -54,10 +60,25 @@ pub enum Full {
     Closed,
 }
 
+/// What the connection's end receives.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<T> {
+    Frame(T),
+    Heartbeat,
+    /// The hub dropped its end and nothing is left.
+    Closed,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<T> OutboxSender<T> {
     pub fn try_send(&self, item: T) -> Result<(), Full> {
         {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self.shared.lock();
             if state.closed {
                 return Err(Full::Closed);
             }
@@ -66,40 +87,60 @@ impl<T> OutboxSender<T> {
             }
             state.queue.push_back(item);
         }
-        self.shared.notify.notify_one();
+        self.shared.waker.wake();
         Ok(())
+    }
+
+    /// Asks the connection to check itself (a flag, not a frame: it never
+    /// fills the outbox, and several heartbeats before a check are one).
+    pub fn heartbeat(&self) {
+        self.shared.lock().heartbeat = true;
+        self.shared.waker.wake();
     }
 }
 
 impl<T> Drop for OutboxSender<T> {
     fn drop(&mut self) {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-        self.shared.notify.notify_one();
+        self.shared.lock().closed = true;
+        self.shared.waker.wake();
     }
 }
 
 impl<T> OutboxReceiver<T> {
-    /// The next frame, or `None` once the sender is gone and the queue is empty.
-    pub async fn recv(&mut self) -> Option<T> {
-        loop {
-            if let Some(item) = self.try_recv() {
-                return Some(item);
-            }
-            if self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).closed {
-                return self.try_recv();
-            }
-            // `notify_one` stores a permit when nobody waits, so a frame pushed
-            // between the check above and this await is not missed.
-            self.shared.notify.notified().await;
+    /// Frames first, in order; then a pending heartbeat; `Closed` once the
+    /// sender is gone and the queue is empty.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Received<T>> {
+        // Register before looking, so a push between the look and the
+        // return of `Pending` still wakes this task.
+        self.shared.waker.register(cx.waker());
+        let mut state = self.shared.lock();
+        if let Some(item) = Self::pop(&mut state) {
+            return Poll::Ready(Received::Frame(item));
         }
+        if std::mem::take(&mut state.heartbeat) {
+            return Poll::Ready(Received::Heartbeat);
+        }
+        if state.closed {
+            return Poll::Ready(Received::Closed);
+        }
+        Poll::Pending
     }
 
+    pub async fn recv(&mut self) -> Received<T> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// A frame already waiting, if any.
     pub fn try_recv(&mut self) -> Option<T> {
-        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        Self::pop(&mut self.shared.lock())
+    }
+
+    fn pop(state: &mut State<T>) -> Option<T> {
         let item = state.queue.pop_front();
-        if state.queue.is_empty() && state.queue.capacity() > 64 {
-            // A burst is over: give the memory back.
-            state.queue.shrink_to(4);
+        if state.queue.is_empty() && state.queue.capacity() > 0 {
+            // Give the memory back: most connections sit idle between frames,
+            // and 19,000 idle deques holding a few slots each add up.
+            state.queue = VecDeque::new();
         }
         item
     }
@@ -107,7 +148,7 @@ impl<T> OutboxReceiver<T> {
 
 impl<T> Drop for OutboxReceiver<T> {
     fn drop(&mut self) {
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.shared.lock().closed = true;
     }
 }
 
@@ -121,12 +162,12 @@ mod tests {
         tx.try_send(1).expect("room");
         tx.try_send(2).expect("room");
         assert_eq!(tx.try_send(3), Err(Full::Full));
-        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Received::Frame(1));
         tx.try_send(3).expect("room again");
         drop(tx);
-        assert_eq!(rx.recv().await, Some(2));
-        assert_eq!(rx.recv().await, Some(3));
-        assert_eq!(rx.recv().await, None);
+        assert_eq!(rx.recv().await, Received::Frame(2));
+        assert_eq!(rx.recv().await, Received::Frame(3));
+        assert_eq!(rx.recv().await, Received::Closed);
     }
 
     #[tokio::test]
@@ -135,7 +176,21 @@ mod tests {
         let waiter = tokio::spawn(async move { rx.recv().await });
         tokio::task::yield_now().await;
         tx.try_send("hej").expect("room");
-        assert_eq!(waiter.await.expect("joined"), Some("hej"));
+        assert_eq!(waiter.await.expect("joined"), Received::Frame("hej"));
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_wakes_after_waiting_frames_and_counts_once() {
+        let (tx, mut rx) = outbox(8);
+        tx.try_send(1).expect("room");
+        tx.heartbeat();
+        tx.heartbeat();
+        assert_eq!(rx.recv().await, Received::Frame(1));
+        assert_eq!(rx.recv().await, Received::Heartbeat);
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        tx.heartbeat();
+        assert_eq!(waiter.await.expect("joined"), Received::Heartbeat);
     }
 
     #[tokio::test]

@@ -62,8 +62,6 @@ pub struct App {
     pub connections: Arc<listener::ConnectionCount>,
     /// Session cookies carry `Secure` (TLS here or at the proxy).
     pub secure_cookies: bool,
-    /// Ticks every ping interval; every WebSocket pings on it.
-    pub heartbeat: tokio::sync::watch::Sender<()>,
     next_conn: AtomicU64,
 }
 
@@ -129,7 +127,6 @@ impl Server {
             revoked: tokio::sync::broadcast::channel(64).0,
             connections: Arc::default(),
             secure_cookies,
-            heartbeat: tokio::sync::watch::channel(()).0,
             config,
             clock,
             storage,
@@ -212,14 +209,15 @@ fn routes(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Ticks the shared heartbeat that every WebSocket pings on.
+/// Ticks the shared heartbeat that every WebSocket pings on (through the hub,
+/// which holds every connection's outbox).
 fn spawn_heartbeat(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(ws::PING_INTERVAL);
         interval.tick().await;
         loop {
             tokio::select! {
-                _ = interval.tick() => app.heartbeat.send_replace(()),
+                _ = interval.tick() => app.hub.send(crate::hub::HubCommand::Heartbeat),
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }

@@ -14,16 +14,21 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::SinkExt;
+use std::task::Poll;
+
+use futures::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::App;
 use super::api::{ApiError, signed_in};
-use super::guard::{self, Allowed};
+use super::guard::{self, AddressSlot, Allowed};
+use super::listener::Counted;
 use crate::auth;
 use crate::domain::chat::{AdvisorProfile, CloseReason, ConnId, Input};
 use crate::hub::{ADVISOR_OUTBOX_CAPACITY, HubCommand, OUTBOX_CAPACITY, Outgoing};
+use crate::metrics::ConnectionGuard;
+use crate::outbox::Received;
 use crate::protocol::ws::{self, AdvisorEvent, AdvisorRequest, CitizenEvent, CitizenRequest, ErrorCode};
 
 /// Read buffer per connection: most chat frames fit; a larger one grows it.
@@ -81,10 +86,7 @@ pub async fn citizen(
     let Some(slot) = app.per_address.take(peer.ip(), cap) else {
         return (StatusCode::TOO_MANY_REQUESTS, "too many open chats from this address\n").into_response();
     };
-    configure(upgrade, &app).on_upgrade(move |socket| async move {
-        let _slot = slot;
-        let _held = app.connections.hold();
-        let _counted = app.metrics.connection("citizen");
+    configure(upgrade, &app).on_upgrade(move |socket| {
         let conn = app.next_conn();
         let decode = move |text: &str| {
             ws::decode::<CitizenRequest>(text)
@@ -92,13 +94,16 @@ pub async fn citizen(
                 .map_err(|e| ws::encode(&citizen_error(ErrorCode::BadRequest, e.0)))
         };
         let span = tracing::info_span!("connection", conn, role = "citizen");
-        // Boxed: axum's upgrade task would otherwise hold this state inline next
-        // to its own, and every idle connection would pay for both.
-        Box::pin(
-            run(socket, &app, conn, Input::CitizenConnected { conn }, decode, None, Role::Citizen).instrument(span),
-        )
-        .await;
-        app.hub.input(Input::CitizenGone { conn });
+        let frames = attach(&app, conn, Input::CitizenConnected { conn }, Role::Citizen);
+        let held = Held {
+            _slot: Some(slot),
+            _connection: app.connections.hold(),
+            _counted: app.metrics.connection("citizen"),
+            app,
+            conn,
+            role: Role::Citizen,
+        };
+        Box::pin(run(socket, frames, decode, None, held).instrument(span))
     })
 }
 
@@ -121,9 +126,7 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
         display_name: user.display_name.into(),
         role: user.role,
     };
-    configure(upgrade, &app).on_upgrade(move |socket| async move {
-        let _held = app.connections.hold();
-        let _counted = app.metrics.connection("advisor");
+    configure(upgrade, &app).on_upgrade(move |socket| {
         let conn = app.next_conn();
         let decode = move |text: &str| {
             ws::decode::<AdvisorRequest>(text)
@@ -131,9 +134,19 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
                 .map_err(|e| ws::encode(&advisor_error(ErrorCode::BadRequest, e.0)))
         };
         let span = tracing::info_span!("connection", conn, role = "advisor", user = profile.id);
-        let connected = Input::AdvisorConnected { conn, advisor: profile };
-        Box::pin(run(socket, &app, conn, connected, decode, Some(session), Role::Advisor).instrument(span)).await;
-        app.hub.input(Input::AdvisorGone { conn });
+        let frames = attach(&app, conn, Input::AdvisorConnected { conn, advisor: profile }, Role::Advisor);
+        let mut watch = SessionWatch::new(&app, session);
+        let watched = app.clone();
+        let session_ended: SessionEnded = Box::pin(async move { watch.ended(&watched).await });
+        let held = Held {
+            _slot: None,
+            _connection: app.connections.hold(),
+            _counted: app.metrics.connection("advisor"),
+            app,
+            conn,
+            role: Role::Advisor,
+        };
+        Box::pin(run(socket, frames, decode, Some(session_ended), held).instrument(span))
     })
 }
 
@@ -273,110 +286,170 @@ fn close_code_for(error: axum::Error) -> Option<(u16, &'static str)> {
     }
 }
 
-/// The connection loop. Returns when the connection is over; the caller tells the hub.
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    mut socket: WebSocket,
-    app: &App,
-    conn: ConnId,
-    connected: Input,
-    decode: impl Fn(&str) -> Result<Input, String>,
-    session: Option<Session>,
-    role: Role,
-) {
+/// What the connection loop does after one wake-up. Deciding first and
+/// acting after keeps the loop's future small: every idle connection holds
+/// one, and each `.await` written inline in a `select!` arm adds its state.
+enum Step {
+    Continue,
+    /// Answer the client directly (an error frame or a ping); rare, boxed.
+    Reply(Message),
+    /// Write this frame and whatever else the hub has queued.
+    Write(Outgoing),
+    Close(u16, &'static str),
+    Stop,
+}
+
+/// Attaches a new connection to the hub and tells it who connected. Done
+/// before the connection loop starts, so the loop's future does not carry
+/// the (large) `connected` input for its whole life.
+fn attach(app: &App, conn: ConnId, connected: Input, role: Role) -> crate::outbox::OutboxReceiver<Outgoing> {
     let capacity = if role == Role::Advisor { ADVISOR_OUTBOX_CAPACITY } else { OUTBOX_CAPACITY };
-    let (outbox, mut frames) = crate::outbox::outbox::<Outgoing>(capacity);
+    let (outbox, frames) = crate::outbox::outbox::<Outgoing>(capacity);
     app.hub.send(HubCommand::Attach { conn, outbox });
     app.hub.input(connected);
+    frames
+}
+
+/// What a connection holds until it ends: its place in the connection limit,
+/// in the metrics and, for a citizen, in its address's quota. Dropping it
+/// tells the hub the connection is gone, however the connection ended.
+struct Held {
+    app: Arc<App>,
+    conn: ConnId,
+    role: Role,
+    _slot: Option<AddressSlot>,
+    _connection: Counted,
+    _counted: ConnectionGuard,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let conn = self.conn;
+        self.app.hub.input(match self.role {
+            Role::Citizen => Input::CitizenGone { conn },
+            Role::Advisor => Input::AdvisorGone { conn },
+        });
+    }
+}
+
+/// Completes when an advisor's session ends.
+type SessionEnded = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The connection loop. Returns when the connection is over.
+///
+/// The handlers build this future synchronously and box it whole, and it
+/// takes everything it keeps as arguments: axum's upgrade task then holds one
+/// pointer, and nothing (the socket above all) is kept twice, as it would be
+/// by an `async move` block that moves its captures on into another future.
+async fn run(
+    mut socket: WebSocket,
+    mut frames: crate::outbox::OutboxReceiver<Outgoing>,
+    decode: impl Fn(&str) -> Result<Input, String>,
+    mut session_ended: Option<SessionEnded>,
+    held: Held,
+) {
+    let app = &*held.app;
+    let role = held.role;
     let security = &app.config.security;
     let mut limit = RateLimit::new(security.messages_per_second, security.message_burst);
-    // Boxed, and only for signed-in sockets: the storage query inside is a
-    // large future that idle citizen connections should not carry inline.
-    let mut session_ended = session.map(|s| {
-        let mut watch = SessionWatch::new(app, s);
-        Box::pin(async move { watch.ended(app).await })
-    });
     let mut last_heard = Instant::now();
-    // One shared clock for every connection's ping, instead of a timer each.
-    let mut heartbeat = app.heartbeat.subscribe();
+    // Whose turn it is to be looked at first, so that neither a flood of
+    // frames to write nor a client that keeps sending starves the other.
+    let mut socket_first = false;
     loop {
-        tokio::select! {
-            received = socket.recv() => {
-                let message = match received {
-                    Some(Ok(message)) => message,
-                    Some(Err(e)) => {
-                        if let Some((code, why)) = close_code_for(e) {
-                            close(&mut socket, code, why).await;
-                        }
-                        break;
-                    }
-                    None => break,
-                };
-                last_heard = Instant::now();
-                let text = match message {
-                    Message::Text(text) => text,
-                    Message::Binary(_) => {
-                        let frame = role.error_frame(ErrorCode::BadRequest, "frames must be JSON text, not binary");
-                        if socket.send(Message::Text(frame.into())).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => continue,
-                };
-                if !limit.take() {
-                    if limit.abusive() {
-                        close(&mut socket, close_code::POLICY, "too many messages").await;
-                        break;
-                    }
-                    let frame = role.error_frame(ErrorCode::RateLimited, "too many messages; slow down");
-                    if socket.send(Message::Text(frame.into())).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                match decode(text.as_str()) {
-                    Ok(input) => app.hub.input(input),
-                    Err(error_frame) => {
-                        if socket.send(Message::Text(error_frame.into())).await.is_err() {
-                            break;
-                        }
-                    }
-                }
+        // One hand-written poll instead of `select!`: no per-branch futures
+        // to keep, so an idle connection's state stays small.
+        let step = std::future::poll_fn(|cx| {
+            socket_first = !socket_first;
+            if socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
+                return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
             }
-            outgoing = frames.recv() => {
-                let Some(first) = outgoing else {
+            if let Poll::Ready(received) = frames.poll_recv(cx) {
+                return Poll::Ready(match received {
+                    Received::Frame(first) => Step::Write(first),
+                    Received::Heartbeat if last_heard.elapsed() > IDLE_TIMEOUT => {
+                        Step::Close(close_code::GOING_AWAY, "idle")
+                    }
+                    Received::Heartbeat => Step::Reply(Message::Ping(Default::default())),
                     // The hub dropped this outbox: the client could not keep up.
-                    close(&mut socket, close_code::TOO_SLOW, "too slow; reconnect and resume").await;
-                    break;
-                };
-                if !write_frames(&mut socket, first, &mut frames).await {
+                    Received::Closed => Step::Close(close_code::TOO_SLOW, "too slow; reconnect and resume"),
+                });
+            }
+            if let Some(ended) = session_ended.as_mut()
+                && ended.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Step::Close(close_code::POLICY, "the session has ended"));
+            }
+            if !socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
+                return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
+            }
+            Poll::Pending
+        })
+        .await;
+        match step {
+            Step::Continue => {}
+            Step::Reply(message) => {
+                if Box::pin(socket.send(message)).await.is_err() {
                     break;
                 }
             }
-            _ = async {
-                match session_ended.as_mut() {
-                    Some(ended) => ended.await,
-                    None => std::future::pending().await,
+            // Boxed: the write path's state lives only while frames are written.
+            Step::Write(first) => {
+                if !Box::pin(write_frames(&mut socket, first, &mut frames)).await {
+                    break;
                 }
-            } => {
-                close(&mut socket, close_code::POLICY, "the session has ended").await;
+            }
+            Step::Close(code, why) => {
+                Box::pin(close(&mut socket, code, why)).await;
                 break;
             }
-            changed = heartbeat.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                if last_heard.elapsed() > IDLE_TIMEOUT {
-                    close(&mut socket, close_code::GOING_AWAY, "idle").await;
-                    break;
-                }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
-                }
-            }
+            Step::Stop => break,
         }
+    }
+}
+
+/// What to do with what the client sent.
+fn on_received(
+    received: Option<Result<Message, axum::Error>>,
+    app: &App,
+    decode: &impl Fn(&str) -> Result<Input, String>,
+    limit: &mut RateLimit,
+    last_heard: &mut Instant,
+    role: Role,
+) -> Step {
+    let message = match received {
+        Some(Ok(message)) => message,
+        Some(Err(e)) => {
+            return match close_code_for(e) {
+                Some((code, why)) => Step::Close(code, why),
+                None => Step::Stop,
+            };
+        }
+        None => return Step::Stop,
+    };
+    *last_heard = Instant::now();
+    let text = match message {
+        Message::Text(text) => text,
+        Message::Binary(_) => {
+            let frame = role.error_frame(ErrorCode::BadRequest, "frames must be JSON text, not binary");
+            return Step::Reply(Message::Text(frame.into()));
+        }
+        Message::Close(_) => return Step::Stop,
+        Message::Ping(_) | Message::Pong(_) => return Step::Continue,
+    };
+    if !limit.take() {
+        if limit.abusive() {
+            return Step::Close(close_code::POLICY, "too many messages");
+        }
+        let frame = role.error_frame(ErrorCode::RateLimited, "too many messages; slow down");
+        return Step::Reply(Message::Text(frame.into()));
+    }
+    match decode(text.as_str()) {
+        Ok(input) => {
+            app.hub.input(input);
+            Step::Continue
+        }
+        Err(error_frame) => Step::Reply(Message::Text(error_frame.into())),
     }
 }
 
