@@ -82,6 +82,12 @@ macro_rules! bind_messages {
 #[derive(Debug, Clone)]
 pub struct Storage {
     db: Db,
+    /// Where the group-commit writer writes. For SQLite, a pool of exactly one
+    /// connection that stays open: its page cache stays warm (a pooled
+    /// connection finds its cache stale whenever another one has written, and
+    /// reads the pages again), and there is no pool to wait on. For
+    /// PostgreSQL, the same pool as `db`.
+    writes: Db,
 }
 
 /// A user account as stored.
@@ -156,17 +162,33 @@ impl Storage {
             }
             // No liveness ping before each use: an embedded database does not
             // drop connections, and the ping is a thread round trip per commit.
-            let pool =
-                SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(options).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .test_before_acquire(false)
+                .connect_with(options.clone())
+                .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-            Db::Sqlite(pool)
+            // The writer never checkpoints: a checkpoint copies the log into
+            // the database and syncs it, tens of milliseconds at times, and
+            // every commit behind it would wait. The checkpointer task does it
+            // beside the writer instead.
+            let writes = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                .connect_with(options.pragma("wal_autocheckpoint", "0"))
+                .await?;
+            spawn_checkpointer(pool.clone());
+            return Ok(Storage { db: Db::Sqlite(pool), writes: Db::Sqlite(writes) });
         } else {
             let pool =
                 PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             Db::Postgres(pool)
         };
-        Ok(Storage { db })
+        Ok(Storage { writes: db.clone(), db })
     }
 
     /// `sqlite` or `postgres`.
@@ -188,6 +210,7 @@ impl Storage {
     }
 
     pub async fn close(&self) {
+        on_db!(&self.writes, pool => pool.close().await);
         on_db!(&self.db, pool => pool.close().await);
     }
 
@@ -197,7 +220,7 @@ impl Storage {
         if let Some(results) = self.apply_messages_only(ops).await? {
             return Ok(results);
         }
-        on_db!(&self.db, pool => {
+        on_db!(&self.writes, pool => {
             let mut tx = pool.begin().await?;
             let mut results = Vec::with_capacity(ops.len());
             let mut i = 0;
@@ -381,7 +404,7 @@ impl Storage {
             }
         }
         let sql = message_insert_sql(ops.len(), self.is_sqlite());
-        on_db!(&self.db, pool => {
+        on_db!(&self.writes, pool => {
             bind_messages!(sqlx::query(&sql), ops).execute(pool).await?;
         });
         Ok(Some(results))
@@ -940,6 +963,31 @@ enum UserKey<'a> {
 /// Rows per multi-row message INSERT: 8 parameters each, well under both
 /// backends' parameter limits (SQLite 32766, PostgreSQL 65535).
 const MESSAGE_ROWS_PER_INSERT: usize = 256;
+
+/// How often the checkpointer copies the SQLite log into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Checkpoints the write-ahead log from a connection of the general pool, so
+/// the writer's commits never wait for one. PASSIVE: it copies what no reader
+/// still needs and never blocks the writer. Ends when the pool is closed.
+fn spawn_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "checkpoint failed; will retry");
+            }
+        }
+    });
+}
 
 /// A multi-row message INSERT. SQLite gets anonymous `?` placeholders: sqlx
 /// looks up every numbered parameter's name when binding, and SQLite finds a
