@@ -178,7 +178,14 @@ impl Storage {
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .test_before_acquire(false)
-                .connect_with(options.pragma("wal_autocheckpoint", "0"))
+                .connect_with(
+                    options
+                        .pragma("wal_autocheckpoint", "0")
+                        // Room for a large batch without spilling dirty pages
+                        // mid-transaction, and statement journals in memory.
+                        .pragma("cache_size", "-16384")
+                        .pragma("temp_store", "memory"),
+                )
                 .await?;
             spawn_checkpointer(pool.clone());
             return Ok(Storage { db: Db::Sqlite(pool), writes: Db::Sqlite(writes) });
