@@ -10,6 +10,8 @@
 //! Load goes only to 127.0.0.0/8 and every scenario is bounded in count and time.
 
 mod client;
+mod ejabberd;
+mod open_loop;
 mod peers;
 mod report;
 mod scenarios;

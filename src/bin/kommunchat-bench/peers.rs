@@ -1,7 +1,8 @@
 //! Peers measured side by side in the same run: the relay scenario against
-//! `nats-server` (NATS over WebSocket). Each is started here with the same
-//! CPU pinning as kommunchat. A peer that is not installed is reported as
-//! not run, with the reason.
+//! `nats-server` (NATS over WebSocket) and `ejabberd` (XMPP over WebSocket).
+//! Each is started here with the same CPU pinning as kommunchat and driven
+//! by the same open-loop schedule. A peer that is not installed is reported
+//! as not run, with the reason.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,8 @@ use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
+use crate::ejabberd;
+use crate::open_loop::{Receipts, Schedule, receive_on_schedule, send_on_schedule, sent_at};
 use crate::scenarios::{Latency, histogram};
 use crate::server::cpu_seconds;
 
@@ -22,6 +25,7 @@ pub struct PeerResult {
     pub peer: String,
     pub target_rate_per_s: f64,
     pub achieved_rate_per_s: f64,
+    pub sent: u64,
     pub received: u64,
     pub errors: u64,
     pub latency: Latency,
@@ -37,6 +41,7 @@ impl PeerResult {
             peer: peer.into(),
             target_rate_per_s: rate,
             achieved_rate_per_s: 0.0,
+            sent: 0,
             received: 0,
             errors: 0,
             latency: Latency { count: 0, p50_us: 0.0, p99_us: 0.0, p999_us: 0.0, max_us: 0.0 },
@@ -49,27 +54,42 @@ impl PeerResult {
 
 pub async fn run_all(cpu: Option<usize>, pairs: usize, rates: &[f64], seconds: f64) -> (Vec<PeerResult>, Vec<String>) {
     let mut out = Vec::new();
-    let mut notes = Vec::new();
     for &rate in rates {
+        eprintln!("peer nats-server: {rate} msg/s, {pairs} pairs");
         out.push(match nats(cpu, pairs, rate, seconds).await {
             Ok(r) => r,
             Err(e) => PeerResult::not_run("nats-server", rate, e),
         });
     }
-    notes.push(
-        "ejabberd (XMPP over WebSocket) is not driven by this harness yet; its published figures on this machine kind are in docs/benchmarks.md."
-            .into(),
-    );
-    notes.push(
+    for &rate in rates {
+        eprintln!("peer ejabberd: {rate} msg/s, {pairs} pairs");
+        out.push(match ejabberd::relay(cpu, pairs, rate, seconds).await {
+            Ok(r) => r,
+            Err(e) => PeerResult::not_run("ejabberd", rate, e),
+        });
+    }
+    let notes = vec![
         "mosquitto: Debian's 2.0.11 does not open a WebSocket listener on this machine kind (performance reference)."
             .into(),
-    );
+    ];
     (out, notes)
 }
 
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// `program`, pinned to `cpu` when given, as kommunchat is.
+pub fn pinned(cpu: Option<usize>, program: &str) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), program]);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 struct Peer(Child);
@@ -81,8 +101,9 @@ impl Drop for Peer {
     }
 }
 
-async fn wait_for(addr: SocketAddr) -> Result<(), String> {
-    for _ in 0..100 {
+pub async fn wait_for(addr: SocketAddr, patience: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
@@ -151,19 +172,16 @@ async fn nats(cpu: Option<usize>, pairs: usize, rate: f64, seconds: f64) -> Resu
         ),
     )
     .map_err(|e| e.to_string())?;
-    let mut cmd = match cpu {
-        Some(cpu) => {
-            let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string(), binary]);
-            c
-        }
-        None => Command::new(binary),
-    };
-    let child =
-        cmd.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+    let child = pinned(cpu, binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
     let peer = Peer(child);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_for(addr).await?;
+    wait_for(addr, Duration::from_secs(5)).await?;
 
     let mut sides = Vec::new();
     for i in 0..pairs {
@@ -171,105 +189,112 @@ async fn nats(cpu: Option<usize>, pairs: usize, rate: f64, seconds: f64) -> Resu
         let mut b = Nats::connect(addr, 2 * i + 1).await?;
         a.subscribe(&format!("a.{i}")).await?;
         b.subscribe(&format!("b.{i}")).await?;
-        sides.push((a, format!("b.{i}")));
-        sides.push((b, format!("a.{i}")));
+        sides.push(nats_side(a, format!("b.{i}")));
+        sides.push(nats_side(b, format!("a.{i}")));
     }
-    let origin = Instant::now();
-    let now_ns = move || origin.elapsed().as_nanos() as u64;
-    let start_ns = now_ns() + 200_000_000;
-    let end_ns = start_ns + (seconds * 1e9) as u64;
-    let per_stream = rate / (2 * pairs) as f64;
-    let interval_ns = (1e9 / per_stream) as u64;
-    let errors = Arc::new(AtomicU64::new(0));
-    let server_cpu0 = cpu_seconds(peer.0.id()).unwrap_or(0.0);
+    Ok(relay("nats-server", peer.0.id(), sides, rate, seconds).await)
+}
+
+/// A NATS connection publishing to `target`, reading the MSG frames of its subscription.
+fn nats_side(
+    nats: Nats,
+    target: String,
+) -> RelaySide<impl FnMut(&str) -> Message + Send + 'static, impl FnMut(Message, &mut Receipts) + Send + 'static> {
+    let frame = move |payload: &str| {
+        Message::Binary(format!("PUB {target} {}\r\n{payload}\r\n", payload.len()).into_bytes().into())
+    };
+    // NATS frames are a byte stream: one WebSocket message may end inside a MSG.
+    let mut buffer: Vec<u8> = Vec::new();
+    let decode = move |message: Message, receipts: &mut Receipts| {
+        buffer.extend_from_slice(&message.into_data());
+        while let Some(pos) = buffer.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buffer[..pos]).into_owned();
+            if let Some(rest) = line.strip_prefix("MSG ") {
+                let len: usize = rest.rsplit(' ').next().and_then(|l| l.parse().ok()).unwrap_or(0);
+                if buffer.len() < pos + 2 + len + 2 {
+                    break;
+                }
+                if let Some(sent_ns) = sent_at(&String::from_utf8_lossy(&buffer[pos + 2..pos + 2 + len])) {
+                    receipts.sent_at.push(sent_ns);
+                }
+                buffer.drain(..pos + 2 + len + 2);
+            } else {
+                if line.starts_with("-ERR") {
+                    receipts.errors += 1;
+                }
+                buffer.drain(..pos + 2);
+            }
+        }
+    };
+    RelaySide { ws: nats.ws, frame, decode }
+}
+
+/// One connection of a peer's relay: its socket, how it wraps a payload for
+/// its partner, and how it finds payloads in what it receives.
+pub struct RelaySide<F, D> {
+    pub ws: Ws,
+    pub frame: F,
+    pub decode: D,
+}
+
+/// Runs the open-loop relay over `sides` (one stream each, `rate` messages
+/// per second in all) and measures the peer's process `server_pid`.
+pub async fn relay<F, D>(
+    peer: &str,
+    server_pid: u32,
+    sides: Vec<RelaySide<F, D>>,
+    rate: f64,
+    seconds: f64,
+) -> PeerResult
+where
+    F: FnMut(&str) -> Message + Send + 'static,
+    D: FnMut(Message, &mut Receipts) + Send + 'static,
+{
+    let schedule = Schedule::new(rate, sides.len(), seconds);
+    let sent = Arc::new(AtomicU64::new(0));
+    let send_errors = Arc::new(AtomicU64::new(0));
+    let server_cpu0 = cpu_seconds(server_pid).unwrap_or(0.0);
     let bench_cpu0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
     let wall0 = Instant::now();
     let mut tasks = Vec::new();
-    let total = sides.len() as u64;
-    for (i, (nats, target)) in sides.into_iter().enumerate() {
-        let (mut sink, mut stream) = nats.ws.split();
-        let errors = errors.clone();
-        let offset = (interval_ns / total) * i as u64;
+    for (stream, side) in sides.into_iter().enumerate() {
+        let (mut sink, mut messages) = side.ws.split();
+        let (sent, send_errors) = (sent.clone(), send_errors.clone());
         let sender = tokio::spawn(async move {
-            let mut k = 0u64;
-            loop {
-                let at = start_ns + offset + k * interval_ns;
-                if at >= end_ns {
-                    break;
-                }
-                let wait = at.saturating_sub(now_ns());
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_nanos(wait)).await;
-                }
-                let mut body = format!("{} ", now_ns());
-                while body.len() < 200 {
-                    body.push('x');
-                }
-                let frame = format!("PUB {target} {}\r\n{body}\r\n", body.len());
-                if sink.send(Message::Binary(frame.into_bytes().into())).await.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                k += 1;
+            if send_on_schedule(&mut sink, schedule, stream, &sent, side.frame).await.is_err() {
+                send_errors.fetch_add(1, Ordering::Relaxed);
             }
+            // Handed back so that the socket stays open until its receiver is done.
             sink
         });
-        let receiver = tokio::spawn(async move {
-            let mut h = histogram();
-            let mut got = 0u64;
-            let mut buffer: Vec<u8> = Vec::new();
-            let deadline = end_ns + 2_000_000_000;
-            while now_ns() < deadline {
-                let left = Duration::from_nanos(deadline.saturating_sub(now_ns()));
-                let Ok(Some(Ok(message))) = tokio::time::timeout(left, stream.next()).await else { break };
-                buffer.extend_from_slice(&message.into_data());
-                // Each MSG line is followed by a payload whose first field is the schedule.
-                while let Some(pos) = buffer.windows(2).position(|w| w == b"\r\n") {
-                    let line = String::from_utf8_lossy(&buffer[..pos]).into_owned();
-                    if let Some(rest) = line.strip_prefix("MSG ") {
-                        let len: usize = rest.rsplit(' ').next().and_then(|l| l.parse().ok()).unwrap_or(0);
-                        if buffer.len() < pos + 2 + len + 2 {
-                            break;
-                        }
-                        let payload = String::from_utf8_lossy(&buffer[pos + 2..pos + 2 + len]).into_owned();
-                        if let Some(s) = payload.split(' ').next().and_then(|s| s.parse::<u64>().ok()) {
-                            let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
-                            got += 1;
-                        }
-                        buffer.drain(..pos + 2 + len + 2);
-                    } else {
-                        buffer.drain(..pos + 2);
-                    }
-                }
-            }
-            (h, got)
-        });
+        let receiver = tokio::spawn(async move { receive_on_schedule(&mut messages, schedule, side.decode).await });
         tasks.push((sender, receiver));
     }
-    let mut all = histogram();
+    let mut latencies = histogram();
     let mut received = 0;
+    let mut errors = 0;
     let mut sinks = Vec::new();
-    for (s, r) in tasks {
-        if let Ok((h, got)) = r.await {
-            let _ = all.add(&h);
-            received += got;
+    for (sender, receiver) in tasks {
+        if let Ok(r) = receiver.await {
+            let _ = latencies.add(&r.latencies);
+            received += r.count;
+            errors += r.errors;
         }
-        if let Ok(sink) = s.await {
+        if let Ok(sink) = sender.await {
             sinks.push(sink);
         }
     }
     let wall = wall0.elapsed().as_secs_f64();
-    let result = PeerResult {
-        peer: "nats-server".into(),
+    PeerResult {
+        peer: peer.into(),
         target_rate_per_s: rate,
         achieved_rate_per_s: received as f64 / seconds,
+        sent: sent.load(Ordering::Relaxed),
         received,
-        errors: errors.load(Ordering::Relaxed),
-        latency: Latency::of(&all),
-        server_cpu_percent: 100.0 * (cpu_seconds(peer.0.id()).unwrap_or(0.0) - server_cpu0) / wall,
+        errors: errors + send_errors.load(Ordering::Relaxed),
+        latency: Latency::of(&latencies),
+        server_cpu_percent: 100.0 * (cpu_seconds(server_pid).unwrap_or(0.0) - server_cpu0) / wall,
         bench_cpu_percent: 100.0 * (cpu_seconds(std::process::id()).unwrap_or(0.0) - bench_cpu0) / wall,
         error: None,
-    };
-    drop(peer);
-    Ok(result)
+    }
 }
