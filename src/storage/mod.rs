@@ -971,8 +971,12 @@ enum UserKey<'a> {
 /// backends' parameter limits (SQLite 32766, PostgreSQL 65535).
 const MESSAGE_ROWS_PER_INSERT: usize = 256;
 
-/// How often the checkpointer copies the SQLite log into the database.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the checkpointer copies the SQLite log into the database. Often,
+/// so each checkpoint is short: a checkpoint competes for the server's core
+/// (and syncs the log under the writer's feet), and at 1,000 messages/s one
+/// every 500 ms made the p99 8 ms, one every 100 ms 1.3 ms. Idle, it is a
+/// look at the log's header.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Checkpoints the write-ahead log from a connection of the general pool, so
 /// the writer's commits never wait for one. PASSIVE: it copies what no reader
