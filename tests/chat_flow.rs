@@ -27,6 +27,7 @@ on_both_backends!(
     closed_hours_refuse_and_queue_nothing,
     per_advisor_limit_and_slot_freed_on_end,
     transfer_to_advisor_and_back_to_the_front_of_the_queue,
+    consoles_learn_which_colleagues_can_take_a_transfer,
     many_citizens_many_advisors_no_double_or_missed_assignment,
     citizen_resumes_without_loss_or_duplicates,
     advisor_reconnect_sees_chats_with_history,
@@ -240,6 +241,49 @@ async fn transfer_to_advisor_and_back_to_the_front_of_the_queue(backend: Backend
     let back = anna.expect("assigned").await;
     assert_eq!(back["chat"]["citizen_name"], "Ada");
     assert_eq!(ada.expect("assigned").await["advisor_name"], "Handläggare anna");
+}
+
+/// The console's transfer field offers the colleagues who could take a chat now.
+async fn consoles_learn_which_colleagues_can_take_a_transfer(backend: Backend) {
+    let server = start(backend).await;
+    let mut anna = server.advisor("anna", true).await;
+    let mut bo = server.advisor("bo", false).await;
+    let offered = |frame: &Value, username: &str| {
+        frame["available"].as_array().expect("available").iter().find(|c| c["username"] == username).cloned()
+    };
+
+    bo.send(json!({"type": "status", "status": "available"})).await;
+    bo.expect("status").await;
+    let bo_offered = loop {
+        let queue = anna.expect("queue").await;
+        if let Some(entry) = offered(&queue, "bo") {
+            break entry;
+        }
+    };
+    assert_eq!(bo_offered["display_name"], "Handläggare bo");
+    assert_eq!(bo_offered["free_slots"], 3);
+
+    // A chat takes one of bo's slots (anna is away, so bo gets it).
+    anna.send(json!({"type": "status", "status": "away"})).await;
+    anna.expect("status").await;
+    let (_ada, _) = server.queued_citizen("Ada").await;
+    bo.expect("assigned").await;
+    loop {
+        let queue = bo.expect("queue").await;
+        if offered(&queue, "bo").is_some_and(|b| b["free_slots"] == 2) && offered(&queue, "anna").is_none() {
+            break;
+        }
+    }
+
+    // Away: no longer offered to anyone.
+    bo.send(json!({"type": "status", "status": "away"})).await;
+    bo.expect("status").await;
+    loop {
+        let queue = anna.expect("queue").await;
+        if offered(&queue, "bo").is_none() {
+            break;
+        }
+    }
 }
 
 async fn many_citizens_many_advisors_no_double_or_missed_assignment(backend: Backend) {

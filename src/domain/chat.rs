@@ -24,8 +24,8 @@ use super::queue::{QueueKey, WaitQueue};
 use crate::protocol::hours::reason_now;
 use crate::protocol::ws::{
     AdvisorEvent, AdvisorProfileView, AdvisorRequest, AdvisorStatus, ChatState, ChatView, CitizenEvent, CitizenRequest,
-    EndReason, ErrorCode, Limits, MessageView, NoticeView, OpeningView, PROTOCOL_VERSION, QueueSummary, RemovedReason,
-    ResumedState, Sender,
+    ColleagueView, EndReason, ErrorCode, Limits, MessageView, NoticeView, OpeningView, PROTOCOL_VERSION, QueueSummary,
+    RemovedReason, ResumedState, Sender,
 };
 
 /// A WebSocket connection, numbered by the transport.
@@ -1186,7 +1186,7 @@ impl ChatCore {
             canned_responses: self.settings.canned_responses.clone(),
             max_message_bytes: self.settings.max_message_bytes,
             chats,
-            queue: QueueSummary { waiting: self.queue.len(), longest_wait_seconds: self.longest_wait(now) },
+            queue: self.queue_summary(now),
         })
     }
 
@@ -1724,8 +1724,26 @@ impl ChatCore {
         }
     }
 
+    /// What every console shows of the queue, and who can take a transfer.
+    /// The colleague list is O(advisors) per tick, sent only when it changed.
+    fn queue_summary(&self, now: DateTime<Utc>) -> QueueSummary {
+        let max = self.settings.max_chats_per_advisor;
+        let mut available: Vec<ColleagueView> = self
+            .advisors
+            .values()
+            .filter(|a| a.conn.is_some() && a.status == AdvisorStatus::Available && a.active < max)
+            .map(|a| ColleagueView {
+                username: a.profile.username.clone(),
+                display_name: a.profile.display_name.to_string(),
+                free_slots: max - a.active,
+            })
+            .collect();
+        available.sort_by(|a, b| a.display_name.cmp(&b.display_name).then_with(|| a.username.cmp(&b.username)));
+        QueueSummary { waiting: self.queue.len(), longest_wait_seconds: self.longest_wait(now), available }
+    }
+
     fn send_queue_summary(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
-        let summary = QueueSummary { waiting: self.queue.len(), longest_wait_seconds: self.longest_wait(now) };
+        let summary = self.queue_summary(now);
         if self.last_queue_summary.as_ref() == Some(&summary) {
             return;
         }

@@ -354,6 +354,17 @@ pub enum ChatState {
 pub struct QueueSummary {
     pub waiting: usize,
     pub longest_wait_seconds: u64,
+    /// Advisors who could take a transfer now (available, with a free slot),
+    /// by display name; the console offers them in its transfer field.
+    pub available: Vec<ColleagueView>,
+}
+
+/// An advisor a chat can be transferred to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColleagueView {
+    pub username: String,
+    pub display_name: String,
+    pub free_slots: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -140,7 +140,12 @@ test('console: transfer a chat to a signed-in colleague, then back to the front 
   await axe(anna.page, 'the console with a refused transfer');
   await shot(anna.page, 'console-transfer-refused');
 
+  // Not offered while away; offered (not Anna herself) once available.
+  const offered = () => anna.page.locator('#colleagues option').evaluateAll((os) => os.map((o) => [o.value, o.label]));
+  assert.deepEqual(await offered(), []);
   await available(bo);
+  await waitUntil(async () => (await offered()).length === 1, 'Bo is offered in the transfer field');
+  assert.deepEqual(await offered(), [['bo', 'Bo (3 lediga platser)']]);
   await anna.panel().getByRole('button', { name: 'Överför', exact: true }).click();
   // Gone from Anna, with word why.
   await anna.page.getByRole('tab', { name: /Ada/ }).waitFor({ state: 'detached' });

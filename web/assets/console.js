@@ -258,9 +258,21 @@ function requestStatus(s) {
 }
 function setQueue(q) {
   queue = { waiting: q.waiting, longest_wait_seconds: q.longest_wait_seconds, at: Date.now() };
+  setColleagues(q.available || []);
   drawQueue();
   clearInterval(queueTimer);
   queueTimer = setInterval(drawQueue, 5000);
+}
+// The transfer fields suggest colleagues who are available with a free slot.
+function setColleagues(available) {
+  const self = (welcome && welcome.advisor && welcome.advisor.username) || (me && me.username);
+  const list = $('#colleagues');
+  list.replaceChildren(...available.filter((c) => c.username !== self).map((c) => {
+    const option = document.createElement('option');
+    option.value = c.username;
+    option.label = `${c.display_name} (${c.free_slots} ${c.free_slots === 1 ? 'ledig plats' : 'lediga platser'})`;
+    return option;
+  }));
 }
 function drawQueue() {
   $('#queue-waiting').textContent = String(queue.waiting);

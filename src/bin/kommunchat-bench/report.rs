@@ -182,7 +182,8 @@ pub fn markdown(r: &Results) -> String {
 
 /// A percentile plot of the relay latencies (log-scaled axes).
 pub fn svg(r: &Results) -> String {
-    let (w, h, left, bottom) = (720.0, 420.0, 70.0, 50.0);
+    // The plot is `w` wide; the legend sits to its right, clear of the lines.
+    let (w, h, left, bottom, legend) = (720.0, 420.0, 70.0, 50.0, 190.0);
     let series: Vec<(String, [f64; 4])> = r
         .relay
         .iter()
@@ -206,9 +207,13 @@ pub fn svg(r: &Results) -> String {
         h - bottom - (v.log10() - ymin.log10()) / (ymax.log10() - ymin.log10()) * (h - bottom - 20.0)
     };
     let x = |i: usize| left + 40.0 + i as f64 * (w - left - 80.0) / 3.0;
-    let colors = ["#1f5f99", "#b3261e", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037"];
+    // One colour per server, one dash pattern per rate (in the order run).
+    let colors = ["#1f5f99", "#2e7d32", "#b3261e", "#6a1b9a", "#ef6c00", "#5d4037"];
+    let dashes = ["", "8 4", "2 3", "12 3 2 3", "1 6"];
+    let mut servers: Vec<&str> = Vec::new();
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        w + legend
     );
     for decade in 1..=6 {
         let v = 10f64.powi(decade);
@@ -226,16 +231,33 @@ pub fn svg(r: &Results) -> String {
     for (i, l) in labels.iter().enumerate() {
         let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{l}</text>", x(i), h - bottom + 20.0);
     }
+    let mut runs_of_server: Vec<usize> = Vec::new();
     for (k, (name, values)) in series.iter().enumerate() {
-        let color = colors[k % colors.len()];
+        let server = name.split(' ').next().unwrap_or_default();
+        let index = servers.iter().position(|s| *s == server).unwrap_or_else(|| {
+            servers.push(server);
+            runs_of_server.push(0);
+            servers.len() - 1
+        });
+        let color = colors[index % colors.len()];
+        let dash = dashes[runs_of_server[index] % dashes.len()];
+        runs_of_server[index] += 1;
         let points: Vec<String> = values.iter().enumerate().map(|(i, v)| format!("{:.1},{:.1}", x(i), y(*v))).collect();
         let _ = writeln!(
             s,
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{}\"/>",
             points.join(" ")
         );
-        let _ =
-            writeln!(s, "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>", left + 10.0, 20.0 + 16.0 * k as f64);
+        let row = 24.0 + 18.0 * k as f64;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{}\" x2=\"{}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{row}\" fill=\"{color}\">{name}</text>",
+            w - 5.0,
+            w + 25.0,
+            row - 4.0,
+            row - 4.0,
+            w + 30.0
+        );
     }
     s.push_str("<text x=\"360\" y=\"412\" text-anchor=\"middle\">one-way relay latency by percentile (log scale)</text>\n</svg>\n");
     s
