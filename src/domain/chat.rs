@@ -318,6 +318,12 @@ pub struct AdvisorFigure {
     pub connected: bool,
 }
 
+/// Most queue-position frames one tick sends, nearest the head first. Real
+/// queues move a few places a second and stay far below it; a mass drain
+/// (or a benchmark's) would otherwise send one frame to nearly every waiting
+/// citizen in the same instant.
+const MAX_POSITION_UPDATES_PER_TICK: usize = 1000;
+
 /// The chat core. See the module documentation.
 #[derive(Debug)]
 pub struct ChatCore {
@@ -1700,6 +1706,7 @@ impl ChatCore {
     fn send_queue_positions(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
         let keys: Vec<ConversationId> = self.queue.iter().map(|(_, id)| *id).collect();
         let model = self.wait_model();
+        let mut budget = MAX_POSITION_UPDATES_PER_TICK;
         for (i, id) in keys.into_iter().enumerate() {
             let position = i + 1;
             let wait = model.estimate(position);
@@ -1717,7 +1724,12 @@ impl ChatCore {
                         || (p == position && w != wait && now - at >= TimeDelta::seconds(30))
                 }
             };
-            if worth_sending {
+            // Over the budget the rest keep their last update until a later
+            // tick (their position is still kept for a resume): a burst of
+            // thousands of frames would delay every assignment and message
+            // behind it on the server's core.
+            if worth_sending && budget > 0 {
+                budget -= 1;
                 c.last_sent = Some((position, wait, now));
                 out.push(Effect::ToCitizen(conn, CitizenEvent::QueueUpdate { position, estimated_wait_seconds: wait }));
             }

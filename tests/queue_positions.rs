@@ -1,0 +1,84 @@
+//! Queue-position updates in a long queue, on the chat core directly (no I/O,
+//! time passed in).
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use kommunchat::config::Config;
+use kommunchat::domain::chat::{ChatCore, CoreSettings, Effect, Input};
+use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest, NoticeView};
+
+fn settings() -> CoreSettings {
+    let mut config = Config::default();
+    config.admission.refuse_if_not_served_before_closing = false;
+    CoreSettings {
+        hours: config.hours,
+        admission: config.admission,
+        max_chats_per_advisor: 3,
+        advisor_grace: TimeDelta::seconds(60),
+        citizen_grace: TimeDelta::seconds(60),
+        inactivity_warning: TimeDelta::seconds(600),
+        inactivity_end: TimeDelta::seconds(120),
+        max_message_bytes: 1000,
+        queue_update_interval: TimeDelta::seconds(1),
+        assumed_handle: TimeDelta::seconds(300),
+        categories: vec!["Övrigt".into()],
+        canned_responses: vec![],
+        notice: NoticeView {
+            organisation: String::new(),
+            public_record_notice: String::new(),
+            privacy_policy_url: String::new(),
+            phone: String::new(),
+            visiting_address: String::new(),
+        },
+    }
+}
+
+/// Positions sent by one tick: (connection, position), in the order sent.
+fn position_updates(core: &mut ChatCore, now: DateTime<Utc>) -> Vec<(u64, usize)> {
+    let mut out = Vec::new();
+    core.handle(now, Input::Tick, &mut out);
+    out.into_iter()
+        .filter_map(|e| match e {
+            Effect::ToCitizen(conn, CitizenEvent::QueueUpdate { position, .. }) => Some((conn, position)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_mass_move_is_spread_over_ticks_nearest_the_head_first_and_nobody_is_skipped() {
+    let mut core = ChatCore::new(settings());
+    // A Monday morning: open.
+    let mut now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-30T10:00:00+01:00").expect("time").to_utc();
+    let waiting = 2500u64;
+    let mut out = Vec::new();
+    for conn in 1..=waiting {
+        core.handle(now, Input::CitizenConnected { conn }, &mut out);
+        let start = CitizenRequest::Start { display_name: None, topic: None, language: None };
+        core.handle(now, Input::Citizen { conn, request: start }, &mut out);
+    }
+    let queued = out.iter().filter(|e| matches!(e, Effect::ToCitizen(_, CitizenEvent::Queued { .. }))).count();
+    assert_eq!(queued as u64, waiting, "everyone queued");
+
+    // The first in line leaves; half a minute later everyone's place has
+    // moved and is due to be told.
+    core.handle(now, Input::Citizen { conn: 1, request: CitizenRequest::Leave {} }, &mut out);
+    now += TimeDelta::seconds(31);
+    let first = position_updates(&mut core, now);
+    assert_eq!(first.len(), 1000, "one tick sends at most its budget");
+    assert_eq!(first.first(), Some(&(2, 1)));
+    assert!(first.iter().enumerate().all(|(i, &(conn, position))| position == i + 1 && conn == i as u64 + 2));
+
+    now += TimeDelta::seconds(1);
+    let second = position_updates(&mut core, now);
+    assert_eq!(second.len(), 1000, "the next tick continues where the last stopped");
+    assert_eq!(second.first(), Some(&(1002, 1001)));
+
+    now += TimeDelta::seconds(1);
+    let third = position_updates(&mut core, now);
+    assert_eq!(third.len(), (waiting - 1 - 2000) as usize);
+    assert_eq!(third.last(), Some(&(waiting, waiting as usize - 1)));
+
+    now += TimeDelta::seconds(1);
+    assert!(position_updates(&mut core, now).is_empty(), "nothing more to tell: nobody moved");
+}
