@@ -169,6 +169,19 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
+/// How many connections may wait to be accepted. tokio's `bind` asks for
+/// 1,024; when thousands of clients reconnect at once (a network blip) the
+/// rest would have their SYNs dropped and retry only after seconds. The
+/// kernel caps it at `net.core.somaxconn` (4,096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 fn serve(config: Config, listen: Option<SocketAddr>) -> ExitCode {
     init_logging(&config);
     let rt = match runtime() {
@@ -180,9 +193,7 @@ fn serve(config: Config, listen: Option<SocketAddr>) -> ExitCode {
     };
     let result = rt.block_on(async move {
         let addr = listen.unwrap_or(config.listen);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| crate::server::StartError::Listen { addr, source })?;
+        let listener = listen_socket(addr).map_err(|source| crate::server::StartError::Listen { addr, source })?;
         crate::server::run(config, listener, Arc::new(SystemClock), shutdown_signal()).await
     });
     match result {

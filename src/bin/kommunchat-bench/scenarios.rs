@@ -470,6 +470,8 @@ pub struct ReconnectResult {
     pub clients: usize,
     pub resumed: usize,
     pub seconds_to_all_resumed: f64,
+    /// Reconnects that failed or were refused and were tried again.
+    pub retries: u64,
     pub acknowledged_before: u64,
     pub lost: u64,
     pub duplicated: u64,
@@ -478,6 +480,13 @@ pub struct ReconnectResult {
 /// `n` queued citizens each send two messages (acknowledged), all lose
 /// their connections at once, and resume; every acknowledged message must
 /// come back exactly once.
+/// Reconnect attempts per client in the storm before it counts as not resumed.
+const RECONNECT_ATTEMPTS: u64 = 20;
+/// An attempt that has not resumed by then is abandoned and tried again, as
+/// the widget does (a SYN lost in the storm would otherwise wait seconds for
+/// the kernel's retransmission).
+const RECONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<ReconnectResult, String> {
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(n);
@@ -525,9 +534,26 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.ok()?;
-            let mut ws = client::citizen(addr, i).await.ok()?;
-            client::send(&mut ws, &json!({"type": "resume", "token": token, "last_seq": 0})).await.ok()?;
-            let resumed = client::expect(&mut ws, "resumed").await.ok()?;
+            // Like the widget: a refused or failed reconnect is retried after
+            // a short, growing pause. (During the storm the server may still
+            // hold the dropped sockets, near its open-file limit, and refuse.)
+            let mut attempt = 0u64;
+            let (mut ws, resumed) = loop {
+                let tried = async {
+                    let mut ws = client::citizen(addr, i).await.ok()?;
+                    client::send(&mut ws, &json!({"type": "resume", "token": &token, "last_seq": 0})).await.ok()?;
+                    let resumed = client::expect(&mut ws, "resumed").await.ok()?;
+                    Some((ws, resumed))
+                };
+                match tokio::time::timeout(RECONNECT_ATTEMPT_TIMEOUT, tried).await.ok().flatten() {
+                    Some(done) => break done,
+                    None if attempt < RECONNECT_ATTEMPTS => {
+                        attempt += 1;
+                        tokio::time::sleep(Duration::from_millis(50 * attempt + (i as u64 % 50))).await;
+                    }
+                    None => return None,
+                }
+            };
             let last = resumed["last_seq"].as_u64().unwrap_or(0);
             let mut seen = Vec::new();
             while seen.last().copied().unwrap_or(0) < last {
@@ -540,20 +566,29 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
                 u.dedup();
                 u.len()
             }) as u64;
-            Some((lost, duplicated, ws))
+            Some((lost, duplicated, attempt, ws))
         }));
     }
     let mut resumed = 0;
-    let (mut lost, mut duplicated) = (0, 0);
+    let (mut lost, mut duplicated, mut retries) = (0, 0, 0);
     let mut keep = Vec::new();
     for t in tasks {
-        if let Ok(Some((l, d, ws))) = t.await {
+        if let Ok(Some((l, d, r, ws))) = t.await {
             resumed += 1;
+            retries += r;
             lost += l;
             duplicated += d;
             keep.push(ws);
         }
     }
     let seconds = storm.elapsed().as_secs_f64();
-    Ok(ReconnectResult { clients: n, resumed, seconds_to_all_resumed: seconds, acknowledged_before, lost, duplicated })
+    Ok(ReconnectResult {
+        clients: n,
+        resumed,
+        seconds_to_all_resumed: seconds,
+        retries,
+        acknowledged_before,
+        lost,
+        duplicated,
+    })
 }
