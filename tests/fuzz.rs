@@ -1,15 +1,16 @@
 //! Property tests: no input makes the decoder, the chat core or the text
 //! scanners panic. Bounded (proptest's case count), so they run in CI.
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use proptest::prelude::*;
 
-use kommunchat::config::Config;
 use kommunchat::domain::chat::{AdvisorProfile, ChatCore, Committed, CoreSettings, Effect, Input, StoreOp};
 use kommunchat::domain::{personnummer, release};
-use kommunchat::protocol::ws::{self, AdvisorRequest, CitizenRequest, NoticeView};
+use kommunchat::protocol::ws::{self, AdvisorRequest, CitizenRequest};
 
 /// Frames that look like the protocol, with fields of every JSON type.
 fn frame() -> impl Strategy<Value = String> {
@@ -88,28 +89,10 @@ proptest! {
 }
 
 fn settings() -> CoreSettings {
-    let config = Config::default();
-    CoreSettings {
-        hours: config.hours,
-        admission: config.admission,
-        max_chats_per_advisor: 2,
-        advisor_grace: TimeDelta::seconds(60),
-        citizen_grace: TimeDelta::seconds(60),
-        inactivity_warning: TimeDelta::seconds(600),
-        inactivity_end: TimeDelta::seconds(120),
-        max_message_bytes: 100,
-        queue_update_interval: TimeDelta::seconds(1),
-        assumed_handle: TimeDelta::seconds(300),
-        categories: vec!["Övrigt".into()],
-        canned_responses: vec![],
-        notice: NoticeView {
-            organisation: String::new(),
-            public_record_notice: String::new(),
-            privacy_policy_url: String::new(),
-            phone: String::new(),
-            visiting_address: String::new(),
-        },
-    }
+    let mut settings = common::core_settings();
+    settings.max_chats_per_advisor = 2;
+    settings.max_message_bytes = 100;
+    settings
 }
 
 #[derive(Debug, Clone)]

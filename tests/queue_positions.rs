@@ -1,36 +1,17 @@
 //! Queue-position updates in a long queue, on the chat core directly (no I/O,
 //! time passed in).
 
+mod common;
+
 use chrono::{DateTime, TimeDelta, Utc};
 
-use kommunchat::config::Config;
 use kommunchat::domain::chat::{ChatCore, CoreSettings, Effect, Input};
-use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest, NoticeView};
+use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest};
 
 fn settings() -> CoreSettings {
-    let mut config = Config::default();
-    config.admission.refuse_if_not_served_before_closing = false;
-    CoreSettings {
-        hours: config.hours,
-        admission: config.admission,
-        max_chats_per_advisor: 3,
-        advisor_grace: TimeDelta::seconds(60),
-        citizen_grace: TimeDelta::seconds(60),
-        inactivity_warning: TimeDelta::seconds(600),
-        inactivity_end: TimeDelta::seconds(120),
-        max_message_bytes: 1000,
-        queue_update_interval: TimeDelta::seconds(1),
-        assumed_handle: TimeDelta::seconds(300),
-        categories: vec!["Övrigt".into()],
-        canned_responses: vec![],
-        notice: NoticeView {
-            organisation: String::new(),
-            public_record_notice: String::new(),
-            privacy_policy_url: String::new(),
-            phone: String::new(),
-            visiting_address: String::new(),
-        },
-    }
+    let mut settings = common::core_settings();
+    settings.admission.refuse_if_not_served_before_closing = false;
+    settings
 }
 
 /// Positions sent by one tick: (connection, position), in the order sent.

@@ -307,3 +307,30 @@ impl Client {
         }
     }
 }
+
+/// Settings for driving the chat core directly (no server): the default
+/// configuration with short, round limits. Tests adjust fields as needed.
+pub fn core_settings() -> kommunchat::domain::chat::CoreSettings {
+    let config = Config::default();
+    kommunchat::domain::chat::CoreSettings {
+        hours: config.hours,
+        admission: config.admission,
+        max_chats_per_advisor: 3,
+        advisor_grace: chrono::TimeDelta::seconds(60),
+        citizen_grace: chrono::TimeDelta::seconds(60),
+        inactivity_warning: chrono::TimeDelta::seconds(600),
+        inactivity_end: chrono::TimeDelta::seconds(120),
+        max_message_bytes: 1000,
+        queue_update_interval: chrono::TimeDelta::seconds(1),
+        assumed_handle: chrono::TimeDelta::seconds(300),
+        categories: vec!["Övrigt".into()],
+        canned_responses: vec![],
+        notice: kommunchat::protocol::ws::NoticeView {
+            organisation: String::new(),
+            public_record_notice: String::new(),
+            privacy_policy_url: String::new(),
+            phone: String::new(),
+            visiting_address: String::new(),
+        },
+    }
+}
