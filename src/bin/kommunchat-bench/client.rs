@@ -2,7 +2,7 @@
 //! off, and source addresses spread over 127.0.0.x so one machine can open
 //! tens of thousands of connections to one port.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -25,8 +25,18 @@ pub fn source_for(n: usize) -> Ipv4Addr {
 }
 
 pub async fn tcp(addr: SocketAddr, source: Ipv4Addr) -> Result<TcpStream, String> {
+    tcp_from(addr, SocketAddrV4::new(source, 0)).await
+}
+
+/// A connection from `source`; port 0 lets the kernel choose one.
+async fn tcp_from(addr: SocketAddr, source: SocketAddrV4) -> Result<TcpStream, String> {
     let socket = TcpSocket::new_v4().map_err(|e| e.to_string())?;
-    socket.bind(SocketAddr::from((source, 0))).map_err(|e| format!("bind {source}: {e}"))?;
+    if source.port() != 0 {
+        // A chosen port may still be in TIME_WAIT from an earlier run; the
+        // server's port differs, so the connection itself is new.
+        socket.set_reuseaddr(true).map_err(|e| e.to_string())?;
+    }
+    socket.bind(SocketAddr::V4(source)).map_err(|e| format!("bind {source}: {e}"))?;
     let stream = socket.connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     Ok(stream)
@@ -34,6 +44,10 @@ pub async fn tcp(addr: SocketAddr, source: Ipv4Addr) -> Result<TcpStream, String
 
 pub async fn connect(addr: SocketAddr, path: &str, source: Ipv4Addr, cookie: Option<&str>) -> Result<Ws, String> {
     let stream = tcp(addr, source).await?;
+    upgrade(stream, addr, path, cookie).await
+}
+
+async fn upgrade(stream: TcpStream, addr: SocketAddr, path: &str, cookie: Option<&str>) -> Result<Ws, String> {
     let mut request = format!("ws://{addr}{path}").into_client_request().map_err(|e| e.to_string())?;
     if let Some(c) = cookie {
         request.headers_mut().insert("cookie", c.parse().map_err(|_| "cookie header")?);
@@ -48,6 +62,25 @@ pub async fn connect(addr: SocketAddr, path: &str, source: Ipv4Addr, cookie: Opt
 /// The `n`th citizen connection, after its `welcome` frame.
 pub async fn citizen(addr: SocketAddr, n: usize) -> Result<Ws, String> {
     let mut ws = connect(addr, "/ws/citizen", source_for(n), None).await?;
+    expect(&mut ws, "welcome").await?;
+    Ok(ws)
+}
+
+/// The `n`th citizen's `attempt`th reconnection, after its `welcome` frame,
+/// from an address and port of its own. For bursts of reconnects: with port 0
+/// the kernel searches for a free port against every bound socket, and with
+/// 40,000 of them that kept the generator in the kernel for tens of seconds
+/// (perf: `inet_bhash2_conflict`). Here each address carries a few dozen
+/// sockets, each attempt gets fresh addresses (127.10+attempt.x.y), and the
+/// ports lie below the ephemeral range.
+pub async fn citizen_reconnect(addr: SocketAddr, n: usize, attempt: u64) -> Result<Ws, String> {
+    const PER_ADDRESS: usize = 64;
+    let k = n / PER_ADDRESS;
+    let second = u8::try_from(10 + attempt).map_err(|_| "too many attempts")?;
+    let source = Ipv4Addr::new(127, second, (k / 250) as u8, (k % 250) as u8 + 1);
+    let port = 20_000 + (n % PER_ADDRESS) as u16;
+    let stream = tcp_from(addr, SocketAddrV4::new(source, port)).await?;
+    let mut ws = upgrade(stream, addr, "/ws/citizen", None).await?;
     expect(&mut ws, "welcome").await?;
     Ok(ws)
 }

@@ -540,7 +540,7 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
             let mut attempt = 0u64;
             let (mut ws, resumed) = loop {
                 let tried = async {
-                    let mut ws = client::citizen(addr, i).await.ok()?;
+                    let mut ws = client::citizen_reconnect(addr, i, attempt).await.ok()?;
                     client::send(&mut ws, &json!({"type": "resume", "token": &token, "last_seq": 0})).await.ok()?;
                     let resumed = client::expect(&mut ws, "resumed").await.ok()?;
                     Some((ws, resumed))
