@@ -54,6 +54,7 @@ impl StoreWriter {
                 let results = write_batch(&storage, &batch).await;
                 on_commit(&batch, results, started.elapsed());
                 batch.clear();
+                storage.finish_checkpoint_if_due().await;
             }
         });
         (WriterHandle { tx }, task)

@@ -464,6 +464,6 @@ mod tests {
         let stanza = "<message to='bench0@localhost/bench' from='bench1@localhost/bench' type='chat' xml:lang='en'><body>123 xx</body></message>";
         assert!(has_attribute(stanza, "type", "chat"));
         assert!(!has_attribute(stanza, "type", "error"));
-        assert_eq!(element_text(stanza, "body").and_then(sent_at), Some(123));
+        assert_eq!(element_text(stanza, "body").and_then(sent_at), Some(0x123));
     }
 }
