@@ -1008,8 +1008,8 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// Log length in 4 KiB frames (32 MiB) past which the writer finishes a
 /// checkpoint so that the log starts over (see
 /// [`Storage::finish_checkpoint_if_due`]). Each time costs the writer a pause
-/// of 10-20 ms at 10,000 messages/s, mostly the sync of the database file,
-/// about the same at 8 MiB or 256 MiB (at 256 MiB the pause grew to 200 ms).
+/// of 10-20 ms at 10,000 messages/s, mostly the sync of the database file:
+/// about the same with 8 MiB, but 200 ms with 256 MiB.
 /// At a busy contact centre's real rate the log starts over by itself between
 /// commits and this never happens.
 const LOG_RESTART_FRAMES: i64 = 8_192;

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
+use crate::open_loop::{payload, sent_at};
 use crate::server::{ServerProcess, cpu_seconds, rss_bytes};
 
 /// Latency percentiles in microseconds.
@@ -206,7 +207,7 @@ pub async fn relay(
                 }
                 // The actual send time: tokio's timer wakes up to a millisecond late,
                 // and that lateness belongs to the generator, not the server.
-                let frame = json!({"type": "message", "client_msg_id": format!("c{k}"), "text": crate::open_loop::payload(now_ns())});
+                let frame = json!({"type": "message", "client_msg_id": format!("c{k}"), "text": payload(now_ns())});
                 if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
                     errors.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -238,7 +239,7 @@ pub async fn relay(
                     if wait > 0 {
                         tokio::time::sleep(Duration::from_nanos(wait)).await;
                     }
-                    let frame = json!({"type": "message", "conversation_id": conversation, "client_msg_id": format!("a{k}"), "text": crate::open_loop::payload(now_ns())});
+                    let frame = json!({"type": "message", "conversation_id": conversation, "client_msg_id": format!("a{k}"), "text": payload(now_ns())});
                     if sink.lock().await.send(Message::Text(frame.to_string().into())).await.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
                         break;
@@ -304,7 +305,7 @@ where
                 let f: serde_json::Value = serde_json::from_str(&t).unwrap_or_default();
                 match f["type"].as_str() {
                     Some("message") => {
-                        if let Some(s) = f["text"].as_str().and_then(crate::open_loop::sent_at) {
+                        if let Some(s) = f["text"].as_str().and_then(sent_at) {
                             // Corrected for coordinated omission: a stall longer than
                             // the send interval also delayed the messages not yet sent.
                             let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
