@@ -130,6 +130,16 @@ pub fn markdown(r: &Results) -> String {
                 }
             }
         }
+        if !r.relay.is_empty() {
+            let logs: Vec<String> = r
+                .relay
+                .iter()
+                .map(|x| {
+                    format!("{:.0}/s {:.1} MiB", x.target_rate_per_s, x.sqlite_log_bytes as f64 / (1 << 20) as f64)
+                })
+                .collect();
+            let _ = writeln!(s, "\nkommunchat's SQLite log (`-wal`) when each run ended: {}.", logs.join(", "));
+        }
         let _ = writeln!(
             s,
             "\nTargets at 10,000/s with durable storage: p50 ≤ 250 µs, p99 ≤ 1 ms, p99.9 ≤ 5 ms; ≥ 50,000/s sustained.\n"

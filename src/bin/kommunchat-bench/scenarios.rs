@@ -131,6 +131,9 @@ pub struct RelayResult {
     pub latency: Latency,
     pub server_cpu_percent: f64,
     pub bench_cpu_percent: f64,
+    /// Size of the server's SQLite log (`-wal`) when the run ended: bounded
+    /// (about 32-64 MiB at most) however long the load lasts.
+    pub sqlite_log_bytes: u64,
 }
 
 /// `pairs` conversations exchange messages at `rate` per second in all (half
@@ -278,6 +281,7 @@ pub async fn relay(
         latency: Latency::of(&total),
         server_cpu_percent: 100.0 * server_cpu / wall,
         bench_cpu_percent: 100.0 * bench_cpu / wall,
+        sqlite_log_bytes: server.sqlite_log_bytes(),
     })
 }
 

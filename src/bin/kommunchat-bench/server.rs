@@ -88,6 +88,11 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Size of the SQLite log (`data/kommunchat.db-wal`) now; 0 if there is none.
+    pub fn sqlite_log_bytes(&self) -> u64 {
+        std::fs::metadata(self.dir.path().join("data/kommunchat.db-wal")).map(|m| m.len()).unwrap_or(0)
+    }
+
     /// Creates an advisor account through the CLI (password on stdin).
     pub fn add_advisor(&self, binary: &Path, name: &str) -> Result<(), String> {
         use std::io::Write;
