@@ -48,6 +48,29 @@ enum Db {
     Postgres(PgPool),
 }
 
+/// The group-commit writer's own connection, held for as long as it runs.
+/// Taking one from the pool for every batch cost a spawned task each time
+/// (sqlx returns a connection to its pool from a task of its own), and with
+/// SQLite's one-connection writer pool the next batch waited for that task.
+#[derive(Debug)]
+pub struct WriterConnection(WriterConn);
+
+#[derive(Debug)]
+enum WriterConn {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+/// Runs `$body` with `$conn` bound to the writer's connection, whichever backend it is.
+macro_rules! on_writer {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match &mut $conn.0 {
+            WriterConn::Sqlite($c) => $body,
+            WriterConn::Postgres($c) => $body,
+        }
+    };
+}
+
 /// Runs `$body` with `$pool` bound to the configured pool, whichever backend it is.
 macro_rules! on_db {
     ($db:expr, $pool:ident => $body:expr) => {
@@ -214,12 +237,12 @@ impl Storage {
     /// seconds at 10,000 messages/s). So once it is long, the writer, between
     /// two of its own transactions, copies the rest itself (the checkpointer
     /// has done most of it) and its next transaction starts the log over.
-    pub async fn finish_checkpoint_if_due(&self) {
+    pub async fn finish_checkpoint_if_due(&self, conn: &mut WriterConnection) {
         if !self.log_restart.swap(false, Ordering::Relaxed) {
             return;
         }
-        if let Db::Sqlite(pool) = &self.writes
-            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await
+        if let WriterConn::Sqlite(c) = &mut conn.0
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut **c).await
         {
             tracing::warn!(error = %e, "checkpoint by the writer failed; the log starts over later");
         }
@@ -251,11 +274,25 @@ impl Storage {
     /// Applies a batch of writes in one transaction (a group commit) and
     /// returns one answer per write, in order.
     pub async fn apply(&self, ops: &[StoreOp]) -> Result<Vec<Committed>, StorageError> {
-        if let Some(results) = self.apply_messages_only(ops).await? {
+        let mut conn = self.writer_connection().await?;
+        self.apply_on(&mut conn, ops).await
+    }
+
+    /// A connection for the group-commit writer to keep.
+    pub async fn writer_connection(&self) -> Result<WriterConnection, StorageError> {
+        Ok(WriterConnection(match &self.writes {
+            Db::Sqlite(pool) => WriterConn::Sqlite(pool.acquire().await?),
+            Db::Postgres(pool) => WriterConn::Postgres(pool.acquire().await?),
+        }))
+    }
+
+    /// [`Storage::apply`] on the writer's connection.
+    pub async fn apply_on(&self, conn: &mut WriterConnection, ops: &[StoreOp]) -> Result<Vec<Committed>, StorageError> {
+        if let Some(results) = self.apply_messages_only(conn, ops).await? {
             return Ok(results);
         }
-        on_db!(&self.writes, pool => {
-            let mut tx = pool.begin().await?;
+        on_writer!(conn, c => {
+            let mut tx = sqlx::Connection::begin(&mut **c).await?;
             let mut results = Vec::with_capacity(ops.len());
             let mut i = 0;
             while i < ops.len() {
@@ -419,7 +456,11 @@ impl Storage {
     /// one INSERT. A single statement is atomic by itself, so it needs no
     /// BEGIN/COMMIT: one round trip to the database instead of three.
     /// `None` when the batch is anything else (it then takes the general path).
-    async fn apply_messages_only(&self, ops: &[StoreOp]) -> Result<Option<Vec<Committed>>, StorageError> {
+    async fn apply_messages_only(
+        &self,
+        conn: &mut WriterConnection,
+        ops: &[StoreOp],
+    ) -> Result<Option<Vec<Committed>>, StorageError> {
         if ops.is_empty() || ops.len() > MESSAGE_ROWS_PER_INSERT {
             return Ok(None);
         }
@@ -438,8 +479,8 @@ impl Storage {
             }
         }
         let sql = message_insert_sql(ops.len(), self.is_sqlite());
-        on_db!(&self.writes, pool => {
-            bind_messages!(sqlx::query(&sql), ops).execute(pool).await?;
+        on_writer!(conn, c => {
+            bind_messages!(sqlx::query(&sql), ops).execute(&mut **c).await?;
         });
         Ok(Some(results))
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Storage, StorageError};
+use super::{Storage, StorageError, WriterConnection};
 use crate::domain::chat::{Committed, StoreOp};
 
 /// Submits writes to the writer task.
@@ -42,6 +42,9 @@ impl StoreWriter {
         let (tx, mut rx) = mpsc::unbounded_channel::<StoreOp>();
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
+            // Held across batches; dropped (and taken again) after an error
+            // that may have broken it.
+            let mut conn = None;
             while let Some(first) = rx.recv().await {
                 batch.push(first);
                 while batch.len() < max_batch {
@@ -51,10 +54,12 @@ impl StoreWriter {
                     }
                 }
                 let started = std::time::Instant::now();
-                let results = write_batch(&storage, &batch).await;
+                let results = write_batch(&storage, &mut conn, &batch).await;
                 on_commit(&batch, results, started.elapsed());
                 batch.clear();
-                storage.finish_checkpoint_if_due().await;
+                if let Some(conn) = &mut conn {
+                    storage.finish_checkpoint_if_due(conn).await;
+                }
             }
         });
         (WriterHandle { tx }, task)
@@ -65,10 +70,10 @@ impl StoreWriter {
 /// itself is refused (a constraint, a bad value), the writes are tried one
 /// by one so one bad write cannot hold up the rest; a message that still
 /// fails is reported as not stored (its sender is told; it is never acked).
-async fn write_batch(storage: &Storage, batch: &[StoreOp]) -> Vec<Committed> {
+async fn write_batch(storage: &Storage, conn: &mut Option<WriterConnection>, batch: &[StoreOp]) -> Vec<Committed> {
     let mut delay = Duration::from_millis(50);
     loop {
-        match storage.apply(batch).await {
+        match apply(storage, conn, batch).await {
             Ok(results) => return results,
             Err(e) if is_transient(&e) => {
                 tracing::error!(error = %e, writes = batch.len(), "storage unavailable; retrying");
@@ -83,7 +88,7 @@ async fn write_batch(storage: &Storage, batch: &[StoreOp]) -> Vec<Committed> {
     }
     let mut results = Vec::with_capacity(batch.len());
     for op in batch {
-        match storage.apply(std::slice::from_ref(op)).await {
+        match apply(storage, conn, std::slice::from_ref(op)).await {
             Ok(mut r) => results.append(&mut r),
             Err(e) => {
                 tracing::error!(error = %e, "a write was refused by the database");
@@ -99,6 +104,26 @@ async fn write_batch(storage: &Storage, batch: &[StoreOp]) -> Vec<Committed> {
         }
     }
     results
+}
+
+/// Applies `ops` on the writer's connection, taking one first if it has
+/// none; after an error that may have broken the connection it lets it go.
+async fn apply(
+    storage: &Storage,
+    conn: &mut Option<WriterConnection>,
+    ops: &[StoreOp],
+) -> Result<Vec<Committed>, StorageError> {
+    let held = match conn {
+        Some(held) => held,
+        None => conn.insert(storage.writer_connection().await?),
+    };
+    let result = storage.apply_on(held, ops).await;
+    if let Err(e) = &result
+        && is_transient(e)
+    {
+        *conn = None;
+    }
+    result
 }
 
 fn is_transient(e: &StorageError) -> bool {
