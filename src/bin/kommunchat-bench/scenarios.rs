@@ -338,15 +338,32 @@ pub struct SurgeResult {
     pub join_seconds: f64,
     pub drain_seconds: f64,
     pub assigned: u64,
-    /// From an advisor's `end` to the next `assigned` on that socket, while people wait.
+    /// First phase of the drain: advisors end chats at this steady rate in
+    /// all, so the latency is the server's and not a queue of their own
+    /// requests, while at least `paced_min_waiting` citizens wait.
+    pub paced_rate_per_s: f64,
+    pub paced_assignments: u64,
+    pub paced_min_waiting: usize,
+    /// From an advisor's `end` to the next `assigned` on that socket, in the paced phase.
+    pub paced_latency: Latency,
+    /// The same in the rest of the drain, where the advisors end every chat
+    /// as soon as they get it: the server's core is saturated, and the
+    /// latency is advisors ÷ throughput (Little's law).
     pub assignment_latency: Latency,
     pub queue_updates_received: u64,
     pub server_cpu_seconds_join: f64,
     pub server_cpu_seconds_drain: f64,
 }
 
-/// `n` citizens join at once; `advisors` advisors with one chat each end
-/// every chat as soon as they get it, until the queue is empty.
+/// Assignments per second in all in the paced phase of the surge's drain.
+const PACED_RATE: f64 = 1000.0;
+/// Most assignments in the paced phase (3 s at [`PACED_RATE`]).
+const PACED_MAX: usize = 3000;
+
+/// `n` citizens join at once; `advisors` advisors with one chat each first
+/// end chats at [`PACED_RATE`] in all for a quarter of the queue (at most
+/// [`PACED_MAX`]), then every chat as soon as they get it, until the queue
+/// is empty.
 pub async fn surge(
     server: &ServerProcess,
     binary: &Path,
@@ -399,24 +416,39 @@ pub async fn surge(
     let cpu1 = cpu_seconds(server.pid()).unwrap_or(0.0);
     let drained = Instant::now();
     let remaining = Arc::new(AtomicU64::new(queued as u64));
+    let paced = (queued / 4).min(PACED_MAX) as u64;
+    let paced_left = Arc::new(AtomicU64::new(paced));
+    // Each advisor ends one chat per `interval`, staggered across advisors.
+    let interval = Duration::from_secs_f64(advisor_count.max(1) as f64 / PACED_RATE);
     let mut advisor_tasks = Vec::new();
-    for mut ws in advisor_sockets {
+    for (k, mut ws) in advisor_sockets.into_iter().enumerate() {
         let remaining = remaining.clone();
+        let paced_left = paced_left.clone();
+        let mut next_end = Instant::now() + interval.mul_f64(k as f64 / advisor_count.max(1) as f64);
         advisor_tasks.push(tokio::spawn(async move {
             let mut h = histogram();
+            let mut h_paced = histogram();
             let mut assigned = 0u64;
             let _ = client::send(&mut ws, &json!({"type": "status", "status": "available"})).await;
-            let mut ended_at: Option<Instant> = None;
+            // When the last `end` was sent, and whether it was a paced one.
+            let mut ended_at: Option<(Instant, bool)> = None;
             while remaining.load(Ordering::Relaxed) > 0 {
                 match tokio::time::timeout(Duration::from_secs(5), client::next(&mut ws)).await {
                     Ok(Some(f)) if f["type"] == "assigned" => {
-                        if let Some(t) = ended_at.take() {
-                            let _ = h.record(t.elapsed().as_nanos() as u64);
+                        if let Some((t, was_paced)) = ended_at.take() {
+                            let took = t.elapsed().as_nanos() as u64;
+                            let _ = if was_paced { h_paced.record(took) } else { h.record(took) };
                         }
                         assigned += 1;
                         remaining.fetch_sub(1, Ordering::Relaxed);
                         let id = f["chat"]["conversation_id"].as_str().unwrap_or_default().to_owned();
-                        ended_at = Some(Instant::now());
+                        let pacing =
+                            paced_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+                        if pacing {
+                            tokio::time::sleep_until(next_end.into()).await;
+                            next_end += interval;
+                        }
+                        ended_at = Some((Instant::now(), pacing));
                         if client::send(&mut ws, &json!({"type": "end", "conversation_id": id})).await.is_err() {
                             break;
                         }
@@ -425,14 +457,16 @@ pub async fn surge(
                     _ => break,
                 }
             }
-            (h, assigned)
+            (h, h_paced, assigned)
         }));
     }
     let mut latency = histogram();
+    let mut paced_latency = histogram();
     let mut assigned = 0;
     for t in advisor_tasks {
-        if let Ok((h, a)) = t.await {
+        if let Ok((h, h_paced, a)) = t.await {
             let _ = latency.add(&h);
+            let _ = paced_latency.add(&h_paced);
             assigned += a;
         }
     }
@@ -447,6 +481,10 @@ pub async fn surge(
         join_seconds,
         drain_seconds,
         assigned,
+        paced_rate_per_s: PACED_RATE,
+        paced_assignments: paced,
+        paced_min_waiting: queued.saturating_sub(paced as usize + advisor_count),
+        paced_latency: Latency::of(&paced_latency),
         assignment_latency: Latency::of(&latency),
         queue_updates_received: updates.load(Ordering::Relaxed),
         server_cpu_seconds_join: cpu1 - cpu0,
