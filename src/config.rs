@@ -165,7 +165,7 @@ pub struct ChatConfig {
     pub inactivity_end_seconds: u64,
     /// Largest chat message, in bytes of UTF-8.
     pub max_message_bytes: usize,
-    /// How often queue positions are recomputed and sent (at most).
+    /// How often each waiting citizen is sent its queue position (at most).
     pub queue_update_interval_ms: u64,
     /// Assumed handling time before there is any history, for wait estimates.
     pub assumed_handle_seconds: u64,

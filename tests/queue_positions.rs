@@ -63,3 +63,50 @@ fn a_mass_move_is_spread_over_ticks_nearest_the_head_first_and_nobody_is_skipped
     now += TimeDelta::seconds(1);
     assert!(position_updates(&mut core, now).is_empty(), "nothing more to tell: nobody moved");
 }
+
+#[test]
+fn frequent_ticks_send_a_share_each_and_tell_nobody_twice_within_the_interval() {
+    // As the server runs: a tick every 100 ms, positions at most once a second each.
+    let mut fast = settings();
+    fast.tick = TimeDelta::milliseconds(100);
+    let mut core = ChatCore::new(fast);
+    let interval = settings().queue_update_interval;
+    let mut now: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-11-30T10:00:00+01:00").expect("time").to_utc();
+    let waiting = 600u64;
+    let mut out = Vec::new();
+    for conn in 1..=waiting {
+        core.handle(now, Input::CitizenConnected { conn }, &mut out);
+        let start = CitizenRequest::Start { display_name: None, topic: None, language: None };
+        core.handle(now, Input::Citizen { conn, request: start }, &mut out);
+    }
+    // Half a minute on, a tick with nothing to tell (nobody moved).
+    now += TimeDelta::seconds(31);
+    assert!(position_updates(&mut core, now).is_empty());
+
+    // The server ticks every 100 ms, and before each tick the head of the
+    // queue is served (leaves): everyone moves up every tick.
+    let tick = TimeDelta::milliseconds(100);
+    let mut told: Vec<(u64, DateTime<Utc>)> = Vec::new();
+    let mut first_position = None;
+    let mut head = 1u64;
+    for _ in 0..30 {
+        core.handle(now, Input::Citizen { conn: head, request: CitizenRequest::Leave {} }, &mut out);
+        head += 1;
+        now += tick;
+        let sent = position_updates(&mut core, now);
+        assert!(sent.len() <= 100, "a 100 ms tick sends at most a tenth of the per-second budget, sent {}", sent.len());
+        for (conn, position) in sent {
+            first_position.get_or_insert(position);
+            if let Some((_, at)) = told.iter().rev().find(|(c, _)| *c == conn) {
+                assert!(now - *at >= interval, "citizen {conn} told twice within the interval");
+            }
+            told.push((conn, now));
+        }
+    }
+    assert_eq!(first_position, Some(1), "the head first");
+    // Over three seconds, everyone still waiting was told where they are.
+    let mut reached: Vec<u64> = told.iter().map(|(c, _)| *c).filter(|c| *c >= head).collect();
+    reached.sort_unstable();
+    reached.dedup();
+    assert_eq!(reached.len() as u64, waiting - head + 1, "everyone still waiting was told");
+}

@@ -46,6 +46,10 @@ pub struct CoreSettings {
     pub inactivity_end: TimeDelta,
     pub max_message_bytes: usize,
     pub queue_update_interval: TimeDelta,
+    /// How often the adapter sends [`Input::Tick`]; at most the queue-update
+    /// interval. Ticks are counted, not timed, so a clock that stands still
+    /// (a test's) throttles the same way.
+    pub tick: TimeDelta,
     pub assumed_handle: TimeDelta,
     pub categories: Vec<String>,
     pub canned_responses: Vec<String>,
@@ -253,6 +257,8 @@ struct Conversation {
     end_reason: Option<EndReason>,
     last_position: usize,
     last_sent: Option<(usize, Option<u64>, DateTime<Utc>)>,
+    /// The tick count when a position was last sent.
+    last_sent_tick: u64,
 }
 
 impl Conversation {
@@ -318,11 +324,14 @@ pub struct AdvisorFigure {
     pub connected: bool,
 }
 
-/// Most queue-position frames one tick sends, nearest the head first. Real
+/// Most queue-position frames sent per second, nearest the head first. Real
 /// queues move a few places a second and stay far below it; a mass drain
 /// (or a benchmark's) would otherwise send one frame to nearly every waiting
-/// citizen in the same instant.
-const MAX_POSITION_UPDATES_PER_TICK: usize = 1000;
+/// citizen in the same instant. Each tick sends its share: the server ticks
+/// every 100 ms and so sends at most 100 at a time, where a thousand at once
+/// held up the assignments behind them on the core by about 10 ms
+/// (`docs/benchmarks.md`).
+const MAX_POSITION_UPDATES_PER_SECOND: usize = 1000;
 
 /// The chat core. See the module documentation.
 #[derive(Debug)]
@@ -344,6 +353,9 @@ pub struct ChatCore {
     mean_handle_seconds: f64,
     opening_cache: Option<(OpenStatus, DateTime<Utc>)>,
     last_queue_summary: Option<QueueSummary>,
+    /// Ticks so far, and the tick of the last queue summary sent.
+    ticks: u64,
+    last_summary_tick: Option<u64>,
     shutting_down: bool,
 }
 
@@ -364,6 +376,8 @@ impl ChatCore {
             mean_handle_seconds,
             opening_cache: None,
             last_queue_summary: None,
+            ticks: 0,
+            last_summary_tick: None,
             shutting_down: false,
         }
     }
@@ -668,6 +682,7 @@ impl ChatCore {
             end_reason: None,
             last_position: position,
             last_sent: None,
+            last_sent_tick: 0,
         };
         let wait = self.estimate_wait(position);
         self.conversations.insert(id, conversation);
@@ -687,6 +702,7 @@ impl ChatCore {
         ));
         if let Some(c) = self.conversations.get_mut(&id) {
             c.last_sent = Some((position, wait, now));
+            c.last_sent_tick = self.ticks;
         }
         self.dispatch(now, out);
     }
@@ -1483,6 +1499,7 @@ impl ChatCore {
         let wait = self.estimate_wait(1);
         if let Some(c) = self.conversations.get_mut(&id) {
             c.last_sent = Some((1, wait, now));
+            c.last_sent_tick = self.ticks;
             if let Some(conn) = c.citizen_conn {
                 out.push(Effect::ToCitizen(
                     conn,
@@ -1612,9 +1629,14 @@ impl ChatCore {
 
         self.check_inactivity(now, out);
 
-        // The adapter ticks once per queue-update interval: that is the throttle.
+        // The adapter may tick more often than the queue-update interval (the
+        // server ticks every 100 ms): each citizen is still told at most once
+        // per interval, and the consoles sent a summary at most once.
+        self.ticks += 1;
         self.send_queue_positions(now, out);
-        self.send_queue_summary(now, out);
+        if self.last_summary_tick.is_none_or(|t| self.ticks - t >= self.ticks_per_update()) {
+            self.send_queue_summary(now, out);
+        }
     }
 
     fn advisor_expired(&mut self, now: DateTime<Utc>, advisor_id: UserId, out: &mut Vec<Effect>) {
@@ -1703,10 +1725,18 @@ impl ChatCore {
     /// Sends changed queue positions. One walk of the queue per tick, not per
     /// event; and a citizen far back is told only when their position has
     /// moved noticeably, so draining a long queue costs a bounded number of sends.
+    /// Ticks in one queue-update interval (at least one).
+    fn ticks_per_update(&self) -> u64 {
+        let tick = self.settings.tick.num_milliseconds().max(1);
+        (self.settings.queue_update_interval.num_milliseconds() / tick).max(1) as u64
+    }
+
     fn send_queue_positions(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
         let keys: Vec<ConversationId> = self.queue.iter().map(|(_, id)| *id).collect();
         let model = self.wait_model();
-        let mut budget = MAX_POSITION_UPDATES_PER_TICK;
+        let tick_ms = self.settings.tick.num_milliseconds().clamp(1, 1000) as usize;
+        let mut budget = (MAX_POSITION_UPDATES_PER_SECOND * tick_ms / 1000).max(1);
+        let (ticks, ticks_per_update) = (self.ticks, self.ticks_per_update());
         for (i, id) in keys.into_iter().enumerate() {
             let position = i + 1;
             let wait = model.estimate(position);
@@ -1715,15 +1745,16 @@ impl ChatCore {
             };
             c.last_position = position;
             let Some(conn) = c.citizen_conn else { continue };
-            let worth_sending = match c.last_sent {
-                None => true,
-                Some((p, w, at)) => {
-                    let moved = p.abs_diff(position);
-                    (p != position && (position <= 10 || moved * 20 >= p || now - at >= TimeDelta::seconds(30)))
-                        || (w.is_some() != wait.is_some())
-                        || (p == position && w != wait && now - at >= TimeDelta::seconds(30))
-                }
-            };
+            let worth_sending = ticks - c.last_sent_tick >= ticks_per_update
+                && match c.last_sent {
+                    None => true,
+                    Some((p, w, at)) => {
+                        let moved = p.abs_diff(position);
+                        (p != position && (position <= 10 || moved * 20 >= p || now - at >= TimeDelta::seconds(30)))
+                            || (w.is_some() != wait.is_some())
+                            || (p == position && w != wait && now - at >= TimeDelta::seconds(30))
+                    }
+                };
             // Over the budget the rest keep their last update until a later
             // tick (their position is still kept for a resume): a burst of
             // thousands of frames would delay every assignment and message
@@ -1731,6 +1762,7 @@ impl ChatCore {
             if worth_sending && budget > 0 {
                 budget -= 1;
                 c.last_sent = Some((position, wait, now));
+                c.last_sent_tick = ticks;
                 out.push(Effect::ToCitizen(conn, CitizenEvent::QueueUpdate { position, estimated_wait_seconds: wait }));
             }
         }
@@ -1760,6 +1792,7 @@ impl ChatCore {
             return;
         }
         self.last_queue_summary = Some(summary.clone());
+        self.last_summary_tick = Some(self.ticks);
         for a in self.advisors.values() {
             if let Some(conn) = a.conn {
                 out.push(Effect::ToAdvisor(conn, AdvisorEvent::Queue(summary.clone())));

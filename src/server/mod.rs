@@ -106,7 +106,7 @@ impl Server {
             });
         let mut core = ChatCore::new(core_settings(&config));
         let (live_tx, live) = tokio::sync::watch::channel(Arc::new(core.live_figures(clock.now())));
-        let tick = Duration::from_millis(config.chat.queue_update_interval_ms.min(1000));
+        let tick = tick_interval(&config);
         tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick, live_tx));
 
         let tls = if config.tls.cert_path.is_empty() {
@@ -277,6 +277,16 @@ async fn trace_request(request: axum::extract::Request, next: axum::middleware::
     .await
 }
 
+/// The hub's longest tick, in milliseconds.
+const TICK_MS: u64 = 100;
+
+/// How often the hub ticks: every 100 ms, or the queue-update interval if
+/// shorter. The core spreads position updates over the ticks and still tells
+/// each citizen at most once per interval.
+fn tick_interval(config: &Config) -> Duration {
+    Duration::from_millis(config.chat.queue_update_interval_ms.clamp(1, TICK_MS))
+}
+
 fn core_settings(config: &Config) -> CoreSettings {
     let secs = |s: u64| TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
     let chat = &config.chat;
@@ -290,6 +300,7 @@ fn core_settings(config: &Config) -> CoreSettings {
         inactivity_end: secs(chat.inactivity_end_seconds),
         max_message_bytes: chat.max_message_bytes,
         queue_update_interval: TimeDelta::milliseconds(i64::try_from(chat.queue_update_interval_ms).unwrap_or(1000)),
+        tick: TimeDelta::from_std(tick_interval(config)).unwrap_or(TimeDelta::milliseconds(TICK_MS as i64)),
         assumed_handle: secs(chat.assumed_handle_seconds),
         categories: chat.categories.clone(),
         canned_responses: chat.canned_responses.clone(),

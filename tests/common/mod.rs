@@ -322,6 +322,7 @@ pub fn core_settings() -> kommunchat::domain::chat::CoreSettings {
         inactivity_end: chrono::TimeDelta::seconds(120),
         max_message_bytes: 1000,
         queue_update_interval: chrono::TimeDelta::seconds(1),
+        tick: chrono::TimeDelta::seconds(1),
         assumed_handle: chrono::TimeDelta::seconds(300),
         categories: vec!["Övrigt".into()],
         canned_responses: vec![],
