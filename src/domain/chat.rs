@@ -1631,7 +1631,7 @@ impl ChatCore {
 
         // The adapter may tick more often than the queue-update interval (the
         // server ticks every 100 ms): each citizen is still told at most once
-        // per interval, and the consoles sent a summary at most once.
+        // per interval, and the consoles get a summary at most once per interval.
         self.ticks += 1;
         self.send_queue_positions(now, out);
         if self.last_summary_tick.is_none_or(|t| self.ticks - t >= self.ticks_per_update()) {
@@ -1722,15 +1722,15 @@ impl ChatCore {
         }
     }
 
-    /// Sends changed queue positions. One walk of the queue per tick, not per
-    /// event; and a citizen far back is told only when their position has
-    /// moved noticeably, so draining a long queue costs a bounded number of sends.
     /// Ticks in one queue-update interval (at least one).
     fn ticks_per_update(&self) -> u64 {
         let tick = self.settings.tick.num_milliseconds().max(1);
         (self.settings.queue_update_interval.num_milliseconds() / tick).max(1) as u64
     }
 
+    /// Sends changed queue positions. One walk of the queue per tick, not per
+    /// event; and a citizen far back is told only when their position has
+    /// moved noticeably, so draining a long queue costs a bounded number of sends.
     fn send_queue_positions(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
         let keys: Vec<ConversationId> = self.queue.iter().map(|(_, id)| *id).collect();
         let model = self.wait_model();
