@@ -324,14 +324,18 @@ pub struct AdvisorFigure {
     pub connected: bool,
 }
 
-/// Most queue-position frames sent per second, nearest the head first. Real
+/// Most queue-position frames sent per second (the head first, then the
+/// others in turn, see `send_queue_positions`). Real
 /// queues move a few places a second and stay far below it; a mass drain
 /// (or a benchmark's) would otherwise send one frame to nearly every waiting
 /// citizen in the same instant. Each tick sends its share: the server ticks
-/// every 100 ms and so sends at most 100 at a time, where a thousand at once
-/// held up the assignments behind them on the core by about 10 ms
-/// (`docs/benchmarks.md`).
+/// every 20 ms and so sends at most 20 at a time, where a thousand at once
+/// held up the assignments behind them on the core by about 10 ms, and 100
+/// at once by 1.5–4 ms (`docs/benchmarks.md`).
 const MAX_POSITION_UPDATES_PER_SECOND: usize = 1000;
+/// The citizens nearest the head, looked at every tick: they are told of
+/// every move (see `send_queue_positions`).
+const HEAD_TOLD_EVERY_TICK: usize = 10;
 
 /// The chat core. See the module documentation.
 #[derive(Debug)]
@@ -1630,7 +1634,7 @@ impl ChatCore {
         self.check_inactivity(now, out);
 
         // The adapter may tick more often than the queue-update interval (the
-        // server ticks every 100 ms): each citizen is still told at most once
+        // server ticks every 20 ms): each citizen is still told at most once
         // per interval, and the consoles get a summary at most once per interval.
         self.ticks += 1;
         self.send_queue_positions(now, out);
@@ -1728,23 +1732,26 @@ impl ChatCore {
         (self.settings.queue_update_interval.num_milliseconds() / tick).max(1) as u64
     }
 
-    /// Sends changed queue positions. One walk of the queue per tick, not per
-    /// event; and a citizen far back is told only when their position has
-    /// moved noticeably, so draining a long queue costs a bounded number of sends.
+    /// Sends changed queue positions. A citizen far back is told only when
+    /// their position has moved noticeably, so draining a long queue costs a
+    /// bounded number of sends; and no tick walks the whole queue: the head
+    /// (about to be served, told of every move) is looked at every tick, the
+    /// rest by a sweep that passes everyone once per update interval.
     fn send_queue_positions(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
-        let keys: Vec<ConversationId> = self.queue.iter().map(|(_, id)| *id).collect();
         let model = self.wait_model();
         let tick_ms = self.settings.tick.num_milliseconds().clamp(1, 1000) as usize;
         let mut budget = (MAX_POSITION_UPDATES_PER_SECOND * tick_ms / 1000).max(1);
         let (ticks, ticks_per_update) = (self.ticks, self.ticks_per_update());
-        for (i, id) in keys.into_iter().enumerate() {
-            let position = i + 1;
+        let conversations = &mut self.conversations;
+        // Returns false for a citizen due to be told when the budget is
+        // spent: the sweep starts with them next tick.
+        let mut consider = |position: usize, id: &ConversationId| -> bool {
             let wait = model.estimate(position);
-            let Some(c) = self.conversations.get_mut(&id) else {
-                continue;
+            let Some(c) = conversations.get_mut(id) else {
+                return true;
             };
             c.last_position = position;
-            let Some(conn) = c.citizen_conn else { continue };
+            let Some(conn) = c.citizen_conn else { return true };
             let worth_sending = ticks - c.last_sent_tick >= ticks_per_update
                 && match c.last_sent {
                     None => true,
@@ -1755,17 +1762,26 @@ impl ChatCore {
                             || (p == position && w != wait && now - at >= TimeDelta::seconds(30))
                     }
                 };
-            // Over the budget the rest keep their last update until a later
-            // tick (their position is still kept for a resume): a burst of
-            // thousands of frames would delay every assignment and message
-            // behind it on the server's core.
-            if worth_sending && budget > 0 {
-                budget -= 1;
-                c.last_sent = Some((position, wait, now));
-                c.last_sent_tick = ticks;
-                out.push(Effect::ToCitizen(conn, CitizenEvent::QueueUpdate { position, estimated_wait_seconds: wait }));
+            if !worth_sending {
+                return true;
             }
+            // Over the budget the rest keep their last update until a later
+            // tick: a burst of thousands of frames would delay every
+            // assignment and message behind it on the server's core.
+            if budget == 0 {
+                return false;
+            }
+            budget -= 1;
+            c.last_sent = Some((position, wait, now));
+            c.last_sent_tick = ticks;
+            out.push(Effect::ToCitizen(conn, CitizenEvent::QueueUpdate { position, estimated_wait_seconds: wait }));
+            true
+        };
+        for (position, id) in self.queue.head(HEAD_TOLD_EVERY_TICK) {
+            consider(position, id);
         }
+        let share = self.queue.len().div_ceil(ticks_per_update.max(1) as usize);
+        self.queue.sweep(share, consider);
     }
 
     /// What every console shows of the queue, and who can take a transfer.

@@ -1,8 +1,10 @@
 //! The waiting queue: FIFO, with the front open for chats that come back
 //! (returned by an advisor, or left by one who disconnected).
 //!
-//! Every operation is O(log n) in the queue length; nothing walks the queue
-//! except [`WaitQueue::iter`], which the core uses once per update tick.
+//! Every operation is O(log n) in the queue length. Nothing walks the whole
+//! queue at once: position updates go out from [`WaitQueue::head`] and
+//! [`WaitQueue::sweep`], a few entries per tick (a walk of 19,000 entries
+//! held the core for 2–5 ms, and every assignment behind it waited).
 
 use std::collections::BTreeMap;
 
@@ -15,11 +17,16 @@ pub struct WaitQueue<T> {
     order: BTreeMap<QueueKey, T>,
     next_back: i64,
     next_front: i64,
+    /// Where the next sweep starts: at the first entry with this key or a
+    /// later one, whose position is the number given. Kept exact as the
+    /// queue changes: an entry leaving ahead of it, or one put in front,
+    /// moves it.
+    sweep_from: Option<(QueueKey, usize)>,
 }
 
 impl<T> Default for WaitQueue<T> {
     fn default() -> Self {
-        WaitQueue { order: BTreeMap::new(), next_back: 0, next_front: -1 }
+        WaitQueue { order: BTreeMap::new(), next_back: 0, next_front: -1, sweep_from: None }
     }
 }
 
@@ -35,11 +42,21 @@ impl<T> WaitQueue<T> {
         let key = QueueKey(self.next_front);
         self.next_front -= 1;
         self.order.insert(key, item);
+        // Ahead of everyone, so ahead of where the sweep goes on.
+        if let Some((_, position)) = &mut self.sweep_from {
+            *position += 1;
+        }
         key
     }
 
     pub fn remove(&mut self, key: QueueKey) -> Option<T> {
-        self.order.remove(&key)
+        let item = self.order.remove(&key)?;
+        if let Some((from, position)) = &mut self.sweep_from
+            && key < *from
+        {
+            *position -= 1;
+        }
+        Some(item)
     }
 
     pub fn front(&self) -> Option<(QueueKey, &T)> {
@@ -57,6 +74,39 @@ impl<T> WaitQueue<T> {
     /// In serving order.
     pub fn iter(&self) -> impl Iterator<Item = (QueueKey, &T)> {
         self.order.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// The first `n` entries with their positions (1 = next to be served).
+    pub fn head(&self, n: usize) -> impl Iterator<Item = (usize, &T)> {
+        self.order.values().take(n).enumerate().map(|(i, v)| (i + 1, v))
+    }
+
+    /// Visits up to `n` entries with their positions, in serving order,
+    /// going on from where the last sweep stopped and starting over at the
+    /// front after the last entry; no entry twice in one call. `visit`
+    /// returns false to stop before an entry: the next sweep starts with it.
+    pub fn sweep(&mut self, n: usize, mut visit: impl FnMut(usize, &T) -> bool) {
+        let n = n.min(self.order.len());
+        let (mut from, mut position) = self.sweep_from.unwrap_or((QueueKey(i64::MIN), 1));
+        let mut visited = 0;
+        // To the end, then (if `n` is not reached) on from the front, which
+        // stops before the entries already visited because n ≤ len.
+        for _ in 0..2 {
+            let mut stopped = None;
+            for (key, item) in self.order.range(from..) {
+                if visited == n || !visit(position, item) {
+                    stopped = Some((*key, position));
+                    break;
+                }
+                visited += 1;
+                position += 1;
+            }
+            self.sweep_from = stopped;
+            if stopped.is_some() || visited == n {
+                return;
+            }
+            (from, position) = (QueueKey(i64::MIN), 1);
+        }
     }
 }
 
@@ -78,5 +128,53 @@ mod tests {
         assert_eq!(q.remove(c), Some("c"));
         assert_eq!(q.front().map(|(_, v)| *v), Some("y"));
         assert_eq!(q.len(), 3);
+    }
+
+    fn sweep(q: &mut WaitQueue<u32>, n: usize) -> Vec<(usize, u32)> {
+        let mut seen = Vec::new();
+        q.sweep(n, |position, v| {
+            seen.push((position, *v));
+            true
+        });
+        seen
+    }
+
+    #[test]
+    fn a_sweep_goes_round_with_exact_positions_while_the_queue_changes() {
+        let mut q = WaitQueue::default();
+        let keys: Vec<QueueKey> = (1..=10).map(|v| q.push_back(v)).collect();
+        assert_eq!(sweep(&mut q, 4), [(1, 1), (2, 2), (3, 3), (4, 4)]);
+        // Two leave ahead of where the sweep goes on, one behind it, and one
+        // is put in front: the positions it reports are the ones now.
+        q.remove(keys[0]);
+        q.remove(keys[2]);
+        q.remove(keys[6]);
+        q.push_front(0);
+        assert_eq!(sweep(&mut q, 3), [(4, 5), (5, 6), (6, 8)]);
+        // Over the end and on from the front, never the same entry twice.
+        assert_eq!(sweep(&mut q, 5), [(7, 9), (8, 10), (1, 0), (2, 2), (3, 4)]);
+        // Asked for more than there are: each once.
+        assert_eq!(sweep(&mut q, 100), [(4, 5), (5, 6), (6, 8), (7, 9), (8, 10), (1, 0), (2, 2), (3, 4)]);
+        assert_eq!(sweep(&mut q, 2), [(4, 5), (5, 6)]);
+        // The entry where the sweep stopped leaves: it goes on with the next.
+        q.remove(keys[7]);
+        assert_eq!(sweep(&mut q, 2), [(6, 9), (7, 10)]);
+    }
+
+    #[test]
+    fn a_sweep_stopped_by_the_visitor_starts_there_next_time() {
+        let mut q = WaitQueue::default();
+        for v in 1..=5 {
+            q.push_back(v);
+        }
+        let mut seen = Vec::new();
+        q.sweep(5, |position, v| {
+            seen.push(position);
+            *v < 3
+        });
+        assert_eq!(seen, [1, 2, 3], "the visitor saw 3 and stopped");
+        assert_eq!(sweep(&mut q, 2), [(3, 3), (4, 4)]);
+        assert!(sweep(&mut WaitQueue::default(), 3).is_empty());
+        assert_eq!(q.head(2).map(|(p, v)| (p, *v)).collect::<Vec<_>>(), [(1, 1), (2, 2)]);
     }
 }
