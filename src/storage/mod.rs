@@ -21,7 +21,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use writer::{StoreWriter, WriterHandle};
 
 use crate::config::{RetentionConfig, SqliteSynchronous as SyncSetting, StorageConfig};
-use crate::domain::chat::{Committed, StoreOp};
+use crate::domain::chat::{Committed, ConversationId, StoreOp, UserId};
 use crate::domain::stats::{ConversationFacts, RefusalFact};
 use tokio::sync::mpsc;
 
@@ -100,6 +100,23 @@ macro_rules! bind_messages {
             }
         }
         q
+    }};
+}
+
+/// The year's next errand number, `YYYY-NNNNNN`, counted in the transaction
+/// `$tx` (a macro: the connection type differs per backend).
+macro_rules! next_errand_number {
+    ($tx:expr, $year:expr) => {{
+        let year: i32 = $year;
+        let last: i64 = sqlx::query(
+            "INSERT INTO errand_counters (year, last) VALUES ($1, 1) \
+             ON CONFLICT (year) DO UPDATE SET last = errand_counters.last + 1 RETURNING last",
+        )
+        .bind(i64::from(year))
+        .fetch_one($tx)
+        .await?
+        .try_get("last")?;
+        format!("{year}-{last:06}")
     }};
 }
 
@@ -294,6 +311,9 @@ impl Storage {
         on_writer!(conn, c => {
             let mut tx = sqlx::Connection::begin(&mut **c).await?;
             let mut results = Vec::with_capacity(ops.len());
+            // Written together at the end: one statement, not one per write
+            // (each statement is a round trip to the database's thread).
+            let mut events: Vec<QueueEvent> = Vec::new();
             let mut i = 0;
             while i < ops.len() {
                 // Consecutive messages go in one multi-row INSERT.
@@ -350,70 +370,55 @@ impl Storage {
                             .bind(language.as_deref())
                             .execute(&mut *tx)
                             .await?;
-                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at) VALUES ($1, 'joined', $2)")
-                            .bind(conversation.to_string())
-                            .bind(millis(*at))
-                            .execute(&mut *tx)
-                            .await?;
+                        events.push(QueueEvent::new(Some(conversation), "joined", *at));
                         Committed::Done
                     }
                     StoreOp::Refused { at, reason } => {
-                        sqlx::query("INSERT INTO queue_events (kind, at, detail) VALUES ('refused', $1, $2)")
-                            .bind(millis(*at))
-                            .bind(reason.code())
-                            .execute(&mut *tx)
-                            .await?;
+                        events.push(QueueEvent { detail: Some(reason.code()), ..QueueEvent::new(None, "refused", *at) });
                         Committed::Done
                     }
                     StoreOp::Assigned { conversation, at, advisor, advisor_name, errand_year, first, .. } => {
                         let id = conversation.to_string();
-                        sqlx::query("UPDATE conversations SET advisor_id = $1, advisor_name = $2, first_assigned_at = COALESCE(first_assigned_at, $3) WHERE id = $4")
-                            .bind(*advisor)
-                            .bind(&**advisor_name)
-                            .bind(millis(*at))
-                            .bind(&id)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, advisor_id) VALUES ($1, $2, $3, $4)")
-                            .bind(&id)
-                            .bind(if *first { "assigned" } else { "transferred" })
-                            .bind(millis(*at))
-                            .bind(*advisor)
-                            .execute(&mut *tx)
-                            .await?;
-                        let existing: Option<String> = sqlx::query("SELECT errand_number FROM conversations WHERE id = $1")
-                            .bind(&id)
-                            .fetch_one(&mut *tx)
-                            .await?
-                            .try_get("errand_number")?;
-                        match existing {
-                            Some(number) => Committed::Assigned { conversation: *conversation, errand_number: number },
+                        events.push(QueueEvent {
+                            advisor: Some(*advisor),
+                            ..QueueEvent::new(Some(conversation), if *first { "assigned" } else { "transferred" }, *at)
+                        });
+                        // A first assignment takes the year's next errand
+                        // number; a transfer keeps the one it has.
+                        let mut number = None;
+                        if *first {
+                            number = Some(next_errand_number!(&mut *tx, *errand_year));
+                        }
+                        let stored: Option<String> = sqlx::query(
+                            "UPDATE conversations SET advisor_id = $1, advisor_name = $2, first_assigned_at = COALESCE(first_assigned_at, $3), \
+                             errand_number = COALESCE(errand_number, $4) WHERE id = $5 RETURNING errand_number",
+                        )
+                        .bind(*advisor)
+                        .bind(&**advisor_name)
+                        .bind(millis(*at))
+                        .bind(number)
+                        .bind(&id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("errand_number")?;
+                        let number = match stored {
+                            Some(number) => number,
+                            // Never numbered (not expected: only a first
+                            // assignment lacks a number): number it now.
                             None => {
-                                let next: i64 = sqlx::query(
-                                    "INSERT INTO errand_counters (year, last) VALUES ($1, 1) \
-                                     ON CONFLICT (year) DO UPDATE SET last = errand_counters.last + 1 RETURNING last",
-                                )
-                                .bind(i64::from(*errand_year))
-                                .fetch_one(&mut *tx)
-                                .await?
-                                .try_get("last")?;
-                                let number = format!("{errand_year}-{next:06}");
+                                let number = next_errand_number!(&mut *tx, *errand_year);
                                 sqlx::query("UPDATE conversations SET errand_number = $1 WHERE id = $2")
                                     .bind(&number)
                                     .bind(&id)
                                     .execute(&mut *tx)
                                     .await?;
-                                Committed::Assigned { conversation: *conversation, errand_number: number }
+                                number
                             }
-                        }
+                        };
+                        Committed::Assigned { conversation: *conversation, errand_number: number }
                     }
                     StoreOp::Requeued { conversation, at, advisor } => {
-                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, advisor_id) VALUES ($1, 'requeued', $2, $3)")
-                            .bind(conversation.to_string())
-                            .bind(millis(*at))
-                            .bind(*advisor)
-                            .execute(&mut *tx)
-                            .await?;
+                        events.push(QueueEvent { advisor: Some(*advisor), ..QueueEvent::new(Some(conversation), "requeued", *at) });
                         Committed::Done
                     }
                     StoreOp::Ended { conversation, at, reason, outcome, category, summary } => {
@@ -427,12 +432,7 @@ impl Storage {
                             .bind(&id)
                             .execute(&mut *tx)
                             .await?;
-                        sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, detail) VALUES ($1, 'ended', $2, $3)")
-                            .bind(&id)
-                            .bind(millis(*at))
-                            .bind(reason.as_str())
-                            .execute(&mut *tx)
-                            .await?;
+                        events.push(QueueEvent { detail: Some(reason.as_str()), ..QueueEvent::new(Some(conversation), "ended", *at) });
                         Committed::Ended { conversation: *conversation }
                     }
                     StoreOp::Classified { conversation, category, summary } => {
@@ -446,6 +446,19 @@ impl Storage {
                     }
                 };
                 results.push(result);
+            }
+            for chunk in events.chunks(EVENT_ROWS_PER_INSERT) {
+                let sql = multi_row_insert_sql(
+                    "INSERT INTO queue_events (conversation_id, kind, at, advisor_id, detail) VALUES ",
+                    5,
+                    chunk.len(),
+                    self.is_sqlite(),
+                );
+                let mut q = sqlx::query(&sql);
+                for e in chunk {
+                    q = q.bind(e.conversation.as_deref()).bind(e.kind).bind(e.at).bind(e.advisor).bind(e.detail);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(results)
@@ -1091,26 +1104,59 @@ fn spawn_checkpointer(pool: SqlitePool, log_restart: Arc<AtomicBool>) {
 /// quadratic in its size (a quarter of the server's CPU at 5,000 messages/s
 /// before this). Anonymous parameters have no name to look up.
 fn message_insert_sql(rows: usize, anonymous: bool) -> String {
-    let mut sql = String::from(
+    multi_row_insert_sql(
         "INSERT INTO messages (conversation_id, seq, sender, advisor_id, sender_name, client_msg_id, body, sent_at) VALUES ",
-    );
+        8,
+        rows,
+        anonymous,
+    )
+}
+
+/// `head` followed by `rows` tuples of `columns` placeholders: anonymous
+/// `?` (SQLite, see [`message_insert_sql`]) or numbered `$n` (PostgreSQL).
+fn multi_row_insert_sql(head: &str, columns: usize, rows: usize, anonymous: bool) -> String {
+    let mut sql = String::from(head);
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
         }
-        if anonymous {
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
-            continue;
-        }
-        let b = r * 8;
         sql.push('(');
-        for c in 1..=8 {
+        for c in 1..=columns {
             if c > 1 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", b + c));
+            if anonymous {
+                sql.push('?');
+            } else {
+                sql.push_str(&format!("${}", r * columns + c));
+            }
         }
         sql.push(')');
     }
     sql
 }
+
+/// A row of `queue_events`, gathered over a batch and written in one INSERT.
+struct QueueEvent {
+    conversation: Option<String>,
+    kind: &'static str,
+    at: i64,
+    advisor: Option<UserId>,
+    detail: Option<&'static str>,
+}
+
+impl QueueEvent {
+    fn new(conversation: Option<&ConversationId>, kind: &'static str, at: DateTime<Utc>) -> QueueEvent {
+        QueueEvent {
+            conversation: conversation.map(|c| c.to_string()),
+            kind,
+            at: millis(at),
+            advisor: None,
+            detail: None,
+        }
+    }
+}
+
+/// Queue events per INSERT: five parameters each, far below either
+/// database's limit on parameters per statement.
+const EVENT_ROWS_PER_INSERT: usize = 256;
