@@ -210,14 +210,20 @@ fn routes(app: Arc<App>) -> Router {
 }
 
 /// Ticks the shared heartbeat that every WebSocket pings on (through the hub,
-/// which holds every connection's outbox).
+/// which holds every connection's outbox): one slice of the connections at a
+/// time, every slice once per ping interval.
 fn spawn_heartbeat(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(ws::PING_INTERVAL);
+        let slices = crate::hub::HEARTBEAT_SLICES;
+        let mut interval = tokio::time::interval(ws::PING_INTERVAL / slices as u32);
         interval.tick().await;
+        let mut slice = 0;
         loop {
             tokio::select! {
-                _ = interval.tick() => app.hub.send(crate::hub::HubCommand::Heartbeat),
+                _ = interval.tick() => {
+                    app.hub.send(crate::hub::HubCommand::Heartbeat { slice });
+                    slice = (slice + 1) % slices;
+                }
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
