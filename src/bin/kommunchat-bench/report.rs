@@ -171,6 +171,12 @@ pub fn markdown(r: &Results) -> String {
             x.server_cpu_seconds_join,
             x.server_cpu_seconds_drain
         );
+        let _ = writeln!(
+            s,
+            "The generator's own paced timers fired late by p50 {:.0} / p99 {:.0} / max {:.0} µs in the paced phase: \
+             its jitter, which every latency it measures includes.\n",
+            x.generator_lateness.p50_us, x.generator_lateness.p99_us, x.generator_lateness.max_us
+        );
     }
     if let Some(x) = &r.reconnect {
         let _ = writeln!(s, "### Reconnect storm\n");

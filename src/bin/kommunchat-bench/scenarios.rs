@@ -350,6 +350,10 @@ pub struct SurgeResult {
     /// as soon as they get it: the server's core is saturated, and the
     /// latency is advisors ÷ throughput (Little's law).
     pub assignment_latency: Latency,
+    /// How late the generator's own paced timers fired: its jitter (the
+    /// core it runs on is shared with the kernel's network work), which is
+    /// in every latency it measures too.
+    pub generator_lateness: Latency,
     pub queue_updates_received: u64,
     pub server_cpu_seconds_join: f64,
     pub server_cpu_seconds_drain: f64,
@@ -428,6 +432,7 @@ pub async fn surge(
         advisor_tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let mut h_paced = histogram();
+            let mut h_late = histogram();
             let mut assigned = 0u64;
             let _ = client::send(&mut ws, &json!({"type": "status", "status": "available"})).await;
             // When the last `end` was sent, and whether it was a paced one.
@@ -446,6 +451,7 @@ pub async fn surge(
                             paced_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
                         if pacing {
                             tokio::time::sleep_until(next_end.into()).await;
+                            let _ = h_late.record(next_end.elapsed().as_nanos() as u64);
                             next_end += interval;
                         }
                         ended_at = Some((Instant::now(), pacing));
@@ -457,16 +463,18 @@ pub async fn surge(
                     _ => break,
                 }
             }
-            (h, h_paced, assigned)
+            (h, h_paced, h_late, assigned)
         }));
     }
     let mut latency = histogram();
     let mut paced_latency = histogram();
+    let mut lateness = histogram();
     let mut assigned = 0;
     for t in advisor_tasks {
-        if let Ok((h, h_paced, a)) = t.await {
+        if let Ok((h, h_paced, h_late, a)) = t.await {
             let _ = latency.add(&h);
             let _ = paced_latency.add(&h_paced);
+            let _ = lateness.add(&h_late);
             assigned += a;
         }
     }
@@ -486,6 +494,7 @@ pub async fn surge(
         paced_min_waiting: queued.saturating_sub(paced as usize + advisor_count),
         paced_latency: Latency::of(&paced_latency),
         assignment_latency: Latency::of(&latency),
+        generator_lateness: Latency::of(&lateness),
         queue_updates_received: updates.load(Ordering::Relaxed),
         server_cpu_seconds_join: cpu1 - cpu0,
         server_cpu_seconds_drain: cpu2 - cpu1,
