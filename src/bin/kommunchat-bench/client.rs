@@ -1,5 +1,5 @@
 //! WebSocket and HTTP clients for the load generator: small buffers, Nagle
-//! off, and source addresses spread over 127.0.0.x so one machine can open
+//! off, and source addresses spread over 127.0.0.0/8 so one machine can open
 //! tens of thousands of connections to one port.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -59,30 +59,38 @@ async fn upgrade(stream: TcpStream, addr: SocketAddr, path: &str, cookie: Option
     Ok(ws)
 }
 
-/// The `n`th citizen connection, after its `welcome` frame.
+/// The `n`th citizen connection, after its `welcome` frame, from an address
+/// and port of its own (see [`own_source`]).
 pub async fn citizen(addr: SocketAddr, n: usize) -> Result<Ws, String> {
-    let mut ws = connect(addr, "/ws/citizen", source_for(n), None).await?;
+    citizen_from(addr, own_source(9, n)).await
+}
+
+/// The `n`th citizen's `attempt`th reconnection, after its `welcome` frame,
+/// from fresh addresses (127.10+attempt.x.y).
+pub async fn citizen_reconnect(addr: SocketAddr, n: usize, attempt: u64) -> Result<Ws, String> {
+    let second = u8::try_from(10 + attempt).map_err(|_| "too many attempts")?;
+    citizen_from(addr, own_source(second, n)).await
+}
+
+async fn citizen_from(addr: SocketAddr, source: SocketAddrV4) -> Result<Ws, String> {
+    let stream = tcp_from(addr, source).await?;
+    let mut ws = upgrade(stream, addr, "/ws/citizen", None).await?;
     expect(&mut ws, "welcome").await?;
     Ok(ws)
 }
 
-/// The `n`th citizen's `attempt`th reconnection, after its `welcome` frame,
-/// from an address and port of its own. For bursts of reconnects: with port 0
-/// the kernel searches for a free port against every bound socket, and with
-/// 40,000 of them that kept the generator in the kernel for tens of seconds
-/// (perf: `inet_bhash2_conflict`). Here each address carries a few dozen
-/// sockets, each attempt gets fresh addresses (127.10+attempt.x.y), and the
-/// ports lie below the ephemeral range.
-pub async fn citizen_reconnect(addr: SocketAddr, n: usize, attempt: u64) -> Result<Ws, String> {
+/// An address and port for the `n`th of many connections: 64 per address
+/// (127.`second`.x.y), ports below the ephemeral range. With port 0 the
+/// kernel searches for a free port against every socket bound to the
+/// address, the thousands an earlier run left in `TIME_WAIT` included: with
+/// 40,000 of them a reconnect storm kept the generator in the kernel for tens
+/// of seconds (perf: `inet_bhash2_conflict`), and a surge started right after
+/// another took 30 s to join instead of 2.
+fn own_source(second: u8, n: usize) -> SocketAddrV4 {
     const PER_ADDRESS: usize = 64;
     let k = n / PER_ADDRESS;
-    let second = u8::try_from(10 + attempt).map_err(|_| "too many attempts")?;
     let source = Ipv4Addr::new(127, second, (k / 250) as u8, (k % 250) as u8 + 1);
-    let port = 20_000 + (n % PER_ADDRESS) as u16;
-    let stream = tcp_from(addr, SocketAddrV4::new(source, port)).await?;
-    let mut ws = upgrade(stream, addr, "/ws/citizen", None).await?;
-    expect(&mut ws, "welcome").await?;
-    Ok(ws)
+    SocketAddrV4::new(source, 20_000 + (n % PER_ADDRESS) as u16)
 }
 
 pub async fn send(ws: &mut Ws, frame: &Value) -> Result<(), String> {
