@@ -385,10 +385,7 @@ impl Storage {
                         });
                         // A first assignment takes the year's next errand
                         // number; a transfer keeps the one it has.
-                        let mut number = None;
-                        if *first {
-                            number = Some(next_errand_number!(&mut *tx, *errand_year));
-                        }
+                        let number = if *first { Some(next_errand_number!(&mut *tx, *errand_year)) } else { None };
                         let stored: Option<String> = sqlx::query(
                             "UPDATE conversations SET advisor_id = $1, advisor_name = $2, first_assigned_at = COALESCE(first_assigned_at, $3), \
                              errand_number = COALESCE(errand_number, $4) WHERE id = $5 RETURNING errand_number",
