@@ -196,6 +196,11 @@ fn heartbeat(outboxes: &HashMap<ConnId, OutboxSender<Outgoing>>, slice: u64) {
 }
 
 fn deliver(outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>, writer: &WriterHandle, effects: &mut Vec<Effect>) {
+    // Consecutive frames to one connection come from one event (a resume and
+    // its replay, say): the capacity is checked at the first of them only, so
+    // a citizen with more missed messages than the outbox holds can still
+    // resume. A client that does not read is dropped at its next event.
+    let mut burst: Option<ConnId> = None;
     for effect in effects.drain(..) {
         let (conn, frame) = match effect {
             Effect::Store(op) => {
@@ -216,11 +221,15 @@ fn deliver(outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>, writer: &Writ
         let Some(outbox) = outboxes.get(&conn) else {
             continue;
         };
-        if outbox.try_send(frame).is_err() {
+        let sent = if burst == Some(conn) { outbox.send_more(frame) } else { outbox.try_send(frame) };
+        if sent.is_ok() {
+            burst = Some(conn);
+        } else {
             // Full (the client does not read) or closed: drop the outbox; the
             // connection ends and the client resumes from its last `seq`.
             tracing::warn!(conn, "connection too slow to keep up; closing it");
             outboxes.remove(&conn);
+            burst = None;
         }
     }
 }
@@ -229,10 +238,46 @@ fn deliver(outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>, writer: &Writ
 mod tests {
     use super::*;
     use crate::outbox::{OutboxReceiver, Received, outbox};
+    use crate::protocol::ws::{CitizenEvent, MessageView, Sender};
     use std::task::{Context, Poll, Waker};
 
     fn pinged(rx: &mut OutboxReceiver<Outgoing>) -> bool {
         matches!(rx.poll_recv(&mut Context::from_waker(Waker::noop())), Poll::Ready(Received::Heartbeat))
+    }
+
+    fn message(seq: u64) -> Effect {
+        Effect::ToCitizen(
+            1,
+            CitizenEvent::Message(MessageView {
+                seq,
+                sender: Sender::Advisor,
+                sender_name: None,
+                text: "hej".into(),
+                sent_at: chrono::DateTime::UNIX_EPOCH,
+                client_msg_id: None,
+                personnummer: false,
+            }),
+        )
+    }
+
+    #[test]
+    fn one_event_may_exceed_the_outbox_but_a_reader_that_never_reads_is_dropped_at_the_next() {
+        let (writer, _writes) = WriterHandle::detached();
+        let mut outboxes = HashMap::new();
+        let (tx, mut rx) = outbox(OUTBOX_CAPACITY);
+        outboxes.insert(1, tx);
+        // A resume's replay: more frames than the outbox holds, in one go.
+        let mut effects: Vec<Effect> = (1..=2 * OUTBOX_CAPACITY as u64).map(message).collect();
+        deliver(&mut outboxes, &writer, &mut effects);
+        assert!(outboxes.contains_key(&1), "the replay is delivered whole");
+        // Nothing read; the next frame finds it full and drops the connection.
+        deliver(&mut outboxes, &writer, &mut vec![message(1000)]);
+        assert!(!outboxes.contains_key(&1));
+        let mut received = 0;
+        while rx.try_recv().is_some() {
+            received += 1;
+        }
+        assert_eq!(received, 2 * OUTBOX_CAPACITY, "every replayed frame was queued, the late one not");
     }
 
     #[test]

@@ -91,6 +91,22 @@ impl<T> OutboxSender<T> {
         Ok(())
     }
 
+    /// For the rest of a burst whose first frame [`try_send`](Self::try_send)
+    /// let in: past the capacity, so that one event's frames (a resume's
+    /// replay of a long transcript) are never what overflows it. Fails only
+    /// when the connection is gone.
+    pub fn send_more(&self, item: T) -> Result<(), Full> {
+        {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(Full::Closed);
+            }
+            state.queue.push_back(item);
+        }
+        self.shared.waker.wake();
+        Ok(())
+    }
+
     /// Asks the connection to check itself (a flag, not a frame: it never
     /// fills the outbox, and several heartbeats before a check are one).
     pub fn heartbeat(&self) {

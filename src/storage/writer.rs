@@ -25,6 +25,13 @@ impl WriterHandle {
     pub fn submit(&self, op: StoreOp) -> bool {
         self.tx.send(op).is_ok()
     }
+
+    /// A handle whose writes land in the returned receiver (for tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> (WriterHandle, mpsc::UnboundedReceiver<StoreOp>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (WriterHandle { tx }, rx)
+    }
 }
 
 #[derive(Debug)]
