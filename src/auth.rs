@@ -3,9 +3,8 @@
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use sha2::{Digest, Sha256};
 
-pub use crate::domain::chat::random_token;
+pub use crate::domain::chat::{random_token, token_hash};
 
 /// The cookie that carries an advisor's or admin's session.
 pub const SESSION_COOKIE: &str = "kc_session";
@@ -59,11 +58,6 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 pub fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| hash_password(&random_token()).unwrap_or_default())
-}
-
-/// What is kept of a session token in storage.
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn check_password_strength(password: &str) -> Result<(), String> {

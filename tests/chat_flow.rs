@@ -732,11 +732,14 @@ async fn shutdown_tells_clients_and_flushes() {
     let notice = citizen.expect("server_shutdown").await;
     assert!(notice["message"].as_str().is_some());
     assert_eq!(citizen.closed().await, Some(1001));
-    // Restart on the same database: the open chat is an interrupted errand with every message.
+    // Everything is flushed: the next start finds the chat open, with its
+    // advisor and every message (tests/restart.rs takes it up again).
     let storage = kommunchat::storage::Storage::open(&server.db.url, &Default::default()).await.expect("open");
-    storage.end_interrupted(chrono::Utc::now()).await.expect("recover");
-    let errand = storage.errand(&cid(&queued)).await.expect("query").expect("row");
-    assert_eq!(errand.end_reason.as_deref(), Some("interrupted"));
-    assert!(errand.errand_number.is_some());
-    assert_eq!(errand.transcript.len(), 1);
+    assert_eq!(storage.end_interrupted(chrono::Utc::now()).await.expect("recover"), 0, "nothing to give up");
+    let open = storage.open_conversations().await.expect("read");
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id.to_string(), cid(&queued));
+    assert_eq!(open[0].advisor.as_ref().map(|a| a.username.as_str()), Some("anna"));
+    assert!(open[0].errand_number.is_some());
+    assert_eq!(open[0].messages.iter().map(|m| &*m.text).collect::<Vec<_>>(), ["sista"]);
 }

@@ -1,5 +1,6 @@
 //! `kill -9` of the server process under traffic: after a restart every
-//! acknowledged message is in the errand. Runs the real binary.
+//! citizen takes up the chat again, and every acknowledged message is there,
+//! once. Runs the real binary.
 
 mod common;
 
@@ -105,6 +106,7 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
             citizen.send(json!({"type": "start", "display_name": format!("citizen {c}")})).await;
             let queued = citizen.expect("queued").await;
             let conversation = queued["conversation_id"].as_str().expect("id").to_owned();
+            let token = queued["resume_token"].as_str().expect("token").to_owned();
             let mut acked: HashMap<String, u64> = HashMap::new();
             let mut sent = 0u32;
             loop {
@@ -113,7 +115,7 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
                         let id = format!("m{sent}");
                         let frame = json!({"type": "message", "client_msg_id": id, "text": format!("meddelande {sent} från {c}")});
                         if futures::SinkExt::send(&mut citizen.ws, tokio_tungstenite::tungstenite::Message::Text(frame.to_string().into())).await.is_err() {
-                            return (conversation, acked);
+                            return (conversation, token, acked);
                         }
                         sent += 1;
                     }
@@ -125,7 +127,7 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
                             acked.insert(frame["client_msg_id"].as_str().expect("id").to_owned(), frame["seq"].as_u64().expect("seq"));
                         }
                     }
-                    Ok(None) => return (conversation, acked),
+                    Ok(None) => return (conversation, token, acked),
                     Err(_) => {}
                 }
             }
@@ -139,15 +141,16 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
     for w in writers {
         results.push(w.await.expect("writer"));
     }
-    let acked_total: usize = results.iter().map(|(_, a)| a.len()).sum();
+    let acked_total: usize = results.iter().map(|(_, _, a)| a.len()).sum();
     assert!(acked_total > 50, "traffic was under way when the server died ({acked_total} acks)");
 
-    // Restart: open conversations become interrupted errands; nothing acked is missing.
-    let (mut server, _addr) = start(dir.path(), &db.url);
+    // Restart: every chat is taken up again with every acknowledged message, once.
+    let (mut server, addr) = start(dir.path(), &db.url);
+    let addr: std::net::SocketAddr = addr.parse().expect("addr");
     let storage = kommunchat::storage::Storage::open(&db.url, &Default::default()).await.expect("open");
-    for (conversation, acked) in &results {
+    for (c, (conversation, token, acked)) in results.iter().enumerate() {
         let errand = storage.errand(conversation).await.expect("query").expect("conversation stored");
-        assert_eq!(errand.end_reason.as_deref(), Some("interrupted"));
+        assert_eq!(errand.end_reason, None, "still open");
         let stored: HashMap<String, i64> =
             errand.transcript.iter().map(|l| (l.client_msg_id.clone().expect("client id"), l.seq)).collect();
         for (id, seq) in acked {
@@ -156,6 +159,33 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
         // Seqs are unique and increasing in the stored transcript.
         let seqs: Vec<i64> = errand.transcript.iter().map(|l| l.seq).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+
+        let mut citizen = Client::connect(addr, "/ws/citizen", None).await;
+        citizen.expect("welcome").await;
+        citizen.send(json!({"type": "resume", "token": token, "last_seq": 0})).await;
+        let resumed = citizen.expect("resumed").await;
+        assert_eq!(resumed["conversation_id"], conversation.as_str());
+        let last = resumed["last_seq"].as_u64().expect("last_seq");
+        let mut replayed: HashMap<String, u64> = HashMap::new();
+        while replayed.len() < seqs.len() {
+            let m = citizen.expect("message").await;
+            replayed
+                .insert(m["client_msg_id"].as_str().expect("own message").to_owned(), m["seq"].as_u64().expect("seq"));
+            assert!(m["seq"].as_u64() <= Some(last));
+        }
+        for (id, seq) in acked {
+            assert_eq!(replayed.get(id), Some(seq), "acknowledged {id} is replayed with its seq");
+        }
+        // The widget re-sends what it had no ack for; an acknowledged one is
+        // recognised and keeps its seq.
+        if let Some((id, seq)) = acked.iter().next() {
+            let n: u32 = id.trim_start_matches('m').parse().expect("number");
+            citizen
+                .send(json!({"type": "message", "client_msg_id": id, "text": format!("meddelande {n} från {c}")}))
+                .await;
+            let ack = citizen.expect("ack").await;
+            assert_eq!((ack["client_msg_id"].as_str(), ack["seq"].as_u64()), (Some(id.as_str()), Some(*seq)));
+        }
     }
     server.kill().expect("stop");
     let _ = server.wait();

@@ -33,7 +33,15 @@ async fn seed(storage: &Storage, at: DateTime<Utc>, category: &str, texts: &[&st
 fn seed_ops(at: DateTime<Utc>, category: &str, texts: &[&str]) -> Vec<StoreOp> {
     let id = Uuid::new_v4();
     let mut ops = vec![
-        StoreOp::Created { conversation: id, at, citizen_name: Some("Ada".into()), topic: None, language: None },
+        StoreOp::Created {
+            conversation: id,
+            at,
+            token_hash: kommunchat::auth::token_hash(&kommunchat::auth::random_token()),
+            queue_place: 0,
+            citizen_name: Some("Ada".into()),
+            topic: None,
+            language: None,
+        },
         StoreOp::Assigned {
             conversation: id,
             at: at + TimeDelta::seconds(10),

@@ -65,6 +65,28 @@ pub struct AdvisorProfile {
     pub role: String,
 }
 
+/// An open conversation read back from storage when the server starts, so a
+/// restart (a deploy, a crash) loses no chat: see [`ChatCore::restore`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoredConversation {
+    pub id: ConversationId,
+    /// Of the citizen's resume token ([`token_hash`]).
+    pub token_hash: String,
+    pub citizen_name: Option<Arc<str>>,
+    pub topic: Option<Arc<str>>,
+    pub language: Option<Arc<str>>,
+    pub queued_at: DateTime<Utc>,
+    /// Its place in the queue while it waits ([`QueueKey::as_i64`]).
+    pub queue_place: Option<i64>,
+    /// The advisor handling it, when it does not wait. With neither (the
+    /// advisor's account is gone) it goes to the front of the queue.
+    pub advisor: Option<AdvisorProfile>,
+    pub first_assigned_at: Option<DateTime<Utc>>,
+    pub errand_number: Option<String>,
+    /// The stored transcript in `seq` order (`personnummer` is worked out again).
+    pub messages: Vec<MessageView>,
+}
+
 /// Something that happened, for the core to act on.
 #[derive(Debug)]
 pub enum Input {
@@ -139,6 +161,10 @@ pub enum StoreOp {
     Created {
         conversation: ConversationId,
         at: DateTime<Utc>,
+        /// Of the resume token, so the chat can be resumed after a restart.
+        token_hash: String,
+        /// Its place in the queue ([`QueueKey::as_i64`]), for the same reason.
+        queue_place: i64,
         citizen_name: Option<Arc<str>>,
         topic: Option<Arc<str>>,
         language: Option<Arc<str>>,
@@ -157,8 +183,8 @@ pub enum StoreOp {
         /// The chat's first advisor: an errand number is allocated.
         first: bool,
     },
-    /// Back to the front of the queue.
-    Requeued { conversation: ConversationId, at: DateTime<Utc>, advisor: UserId },
+    /// Back to the front of the queue, at `queue_place`.
+    Requeued { conversation: ConversationId, at: DateTime<Utc>, advisor: UserId, queue_place: i64 },
     Message {
         conversation: ConversationId,
         seq: u64,
@@ -233,7 +259,11 @@ struct PendingMessage {
 #[derive(Debug)]
 struct Conversation {
     id: ConversationId,
-    token: String,
+    /// The citizen's resume token; `None` after a restart until the citizen
+    /// presents it again (storage keeps only its hash).
+    token: Option<String>,
+    /// What [`ChatCore::by_token`] and storage know it by.
+    token_hash: String,
     citizen_conn: Option<ConnId>,
     citizen_gone_at: Option<DateTime<Utc>>,
     citizen_name: Option<Arc<str>>,
@@ -343,9 +373,11 @@ pub struct ChatCore {
     settings: CoreSettings,
     queue: WaitQueue<ConversationId>,
     conversations: HashMap<ConversationId, Conversation>,
+    /// Open conversations by the hash of their resume token ([`token_hash`]).
     by_token: HashMap<String, ConversationId>,
-    /// Tokens of conversations that ended, kept for the citizen grace period so
-    /// a citizen who reconnects just after the end still learns the errand number.
+    /// Hashes of the tokens of conversations that ended, kept for the citizen
+    /// grace period so a citizen who reconnects just after the end still learns
+    /// the errand number.
     ended_tokens: HashMap<String, (Option<String>, EndReason)>,
     ended_expiry: std::collections::VecDeque<(DateTime<Utc>, String)>,
     citizen_conns: HashMap<ConnId, CitizenConn>,
@@ -388,6 +420,102 @@ impl ChatCore {
 
     pub fn settings(&self) -> &CoreSettings {
         &self.settings
+    }
+
+    /// Takes up the conversations the last run left open, before any
+    /// connection: those waiting go back into the queue in the order given,
+    /// those with an advisor stay with that advisor. Nobody is connected yet,
+    /// so each side gets its grace period from `now` to come back, exactly as
+    /// after a dropped connection: a citizen who does not resume in time leaves
+    /// the chat, and an advisor who does not return in time has the chats sent
+    /// back to the front of the queue. Retried messages are recognised by
+    /// their `client_msg_id` as before, so nothing acknowledged is stored twice.
+    pub fn restore(&mut self, now: DateTime<Utc>, conversations: Vec<RestoredConversation>) {
+        let restored: Vec<ConversationId> = conversations.iter().map(|r| r.id).collect();
+        for r in conversations {
+            let id = r.id;
+            if self.conversations.contains_key(&id) {
+                continue;
+            }
+            let phase = match (r.queue_place, &r.advisor) {
+                (Some(place), _) => {
+                    Phase::Queued(self.queue.restore(place, id).unwrap_or_else(|| self.queue.push_back(id)))
+                }
+                // Its advisor's account is gone: to the front, as when an
+                // advisor does not come back.
+                (None, None) => Phase::Queued(self.queue.push_front(id)),
+                (None, Some(profile)) => {
+                    let advisor = self.advisors.entry(profile.id).or_insert_with(|| Advisor {
+                        profile: profile.clone(),
+                        // As after any reconnect that found nothing to restore:
+                        // the console says again whether it takes new chats.
+                        status: AdvisorStatus::Away,
+                        status_before_disconnect: None,
+                        conn: None,
+                        gone_at: Some(now),
+                        chats: BTreeSet::new(),
+                        active: 0,
+                        last_assigned_at: r.first_assigned_at,
+                    });
+                    advisor.chats.insert(id);
+                    advisor.active += 1;
+                    Phase::Chatting(profile.id)
+                }
+            };
+            let mut history = r.messages;
+            let mut client_ids = HashMap::new();
+            for m in &mut history {
+                m.personnummer = !super::personnummer::find(&m.text, local_date(m.sent_at).year()).is_empty();
+                if let Some(cid) = &m.client_msg_id {
+                    client_ids.insert(
+                        (m.sender, cid.clone()),
+                        ClientMessage::Stored { text: m.text.clone(), seq: m.seq, at: m.sent_at },
+                    );
+                }
+            }
+            let next_seq = history.last().map_or(1, |m| m.seq + 1);
+            self.by_token.insert(r.token_hash.clone(), id);
+            self.citizen_deadlines.insert((now, id));
+            self.conversations.insert(
+                id,
+                Conversation {
+                    id,
+                    token: None,
+                    token_hash: r.token_hash,
+                    citizen_conn: None,
+                    citizen_gone_at: Some(now),
+                    citizen_name: r.citizen_name,
+                    topic: r.topic,
+                    language: r.language,
+                    queued_at: r.queued_at,
+                    phase,
+                    assigned_at: if matches!(phase, Phase::Chatting(_)) { r.first_assigned_at } else { None },
+                    ever_assigned: r.errand_number.is_some() || r.first_assigned_at.is_some(),
+                    errand_number: r.errand_number,
+                    returned_by: None,
+                    next_seq,
+                    history,
+                    pending: Vec::new(),
+                    client_ids,
+                    // The time the server was down is not the citizen's silence.
+                    last_activity: now,
+                    warned_at: None,
+                    wrap_up_since: None,
+                    end_reason: None,
+                    last_position: 0,
+                    last_sent: None,
+                    last_sent_tick: 0,
+                },
+            );
+        }
+        // Places as they are now, for `resumed` (the sweep tells them later).
+        let positions: HashMap<ConversationId, usize> =
+            self.queue.iter().enumerate().map(|(i, (_, id))| (*id, i + 1)).collect();
+        for id in restored {
+            if let (Some(c), Some(&position)) = (self.conversations.get_mut(&id), positions.get(&id)) {
+                c.last_position = position;
+            }
+        }
     }
 
     /// Handles one input at instant `now`, appending what must be done to `out`.
@@ -660,11 +788,13 @@ impl ChatCore {
         // 128 random bits in UUID form (a v4 UUID fixes 6 of them).
         let id = Uuid::from_bytes(rand::random());
         let token = random_token();
+        let hash = token_hash(&token);
         let key = self.queue.push_back(id);
         let position = self.queue.len();
         let conversation = Conversation {
             id,
-            token: token.clone(),
+            token: Some(token.clone()),
+            token_hash: hash.clone(),
             citizen_conn: Some(conn),
             citizen_gone_at: None,
             citizen_name: citizen_name.clone(),
@@ -690,11 +820,19 @@ impl ChatCore {
         };
         let wait = self.estimate_wait(position);
         self.conversations.insert(id, conversation);
-        self.by_token.insert(token.clone(), id);
+        self.by_token.insert(hash.clone(), id);
         if let Some(c) = self.citizen_conns.get_mut(&conn) {
             c.conversation = Some(id);
         }
-        out.push(Effect::Store(StoreOp::Created { conversation: id, at: now, citizen_name, topic, language }));
+        out.push(Effect::Store(StoreOp::Created {
+            conversation: id,
+            at: now,
+            token_hash: hash,
+            queue_place: key.as_i64(),
+            citizen_name,
+            topic,
+            language,
+        }));
         out.push(Effect::ToCitizen(
             conn,
             CitizenEvent::Queued {
@@ -712,11 +850,12 @@ impl ChatCore {
     }
 
     fn resume(&mut self, conn: ConnId, token: &str, last_seq: u64, out: &mut Vec<Effect>) {
-        let found = self.by_token.get(token).copied().filter(|id| {
+        let hash = token_hash(token);
+        let found = self.by_token.get(&hash).copied().filter(|id| {
             self.conversations.get(id).is_some_and(|c| matches!(c.phase, Phase::Queued(_) | Phase::Chatting(_)))
         });
         let Some(id) = found else {
-            let event = match self.ended_tokens.get(token) {
+            let event = match self.ended_tokens.get(&hash) {
                 // Over, but recently: tell how it ended (the errand number), once more.
                 Some((errand_number, reason)) => {
                     CitizenEvent::Ended { errand_number: errand_number.clone(), reason: *reason }
@@ -734,6 +873,8 @@ impl ChatCore {
         let Some(c) = self.conversations.get_mut(&id) else {
             return;
         };
+        // Restored after a restart: the token is known again from now on.
+        c.token.get_or_insert_with(|| token.to_owned());
         if let Some(old) = c.citizen_conn.replace(conn)
             && old != conn
         {
@@ -1111,10 +1252,10 @@ impl ChatCore {
         let Some(c) = self.conversations.get_mut(&id) else {
             return;
         };
-        if self.by_token.remove(&c.token).is_some() {
+        if self.by_token.remove(&c.token_hash).is_some() {
             let reason = c.end_reason.unwrap_or(EndReason::Interrupted);
-            self.ended_tokens.insert(c.token.clone(), (c.errand_number.clone(), reason));
-            self.ended_expiry.push_back((now + self.settings.citizen_grace, c.token.clone()));
+            self.ended_tokens.insert(c.token_hash.clone(), (c.errand_number.clone(), reason));
+            self.ended_expiry.push_back((now + self.settings.citizen_grace, c.token_hash.clone()));
         }
         if let Some(conn) = c.citizen_conn.take()
             && let Some(state) = self.citizen_conns.get_mut(&conn)
@@ -1499,7 +1640,12 @@ impl ChatCore {
                 ));
             }
         }
-        out.push(Effect::Store(StoreOp::Requeued { conversation: id, at: now, advisor: from }));
+        out.push(Effect::Store(StoreOp::Requeued {
+            conversation: id,
+            at: now,
+            advisor: from,
+            queue_place: key.as_i64(),
+        }));
         let wait = self.estimate_wait(1);
         if let Some(c) = self.conversations.get_mut(&id) {
             c.last_sent = Some((1, wait, now));
@@ -1509,7 +1655,8 @@ impl ChatCore {
                     conn,
                     CitizenEvent::Queued {
                         conversation_id: id.to_string(),
-                        resume_token: c.token.clone(),
+                        // Known: a connected citizen started or resumed with it.
+                        resume_token: c.token.clone().unwrap_or_default(),
                         position: 1,
                         estimated_wait_seconds: wait,
                     },
@@ -1597,8 +1744,8 @@ impl ChatCore {
     fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
         // Ended conversations' tokens stop answering after the grace period.
         while self.ended_expiry.front().is_some_and(|(until, _)| *until <= now) {
-            if let Some((_, token)) = self.ended_expiry.pop_front() {
-                self.ended_tokens.remove(&token);
+            if let Some((_, hash)) = self.ended_expiry.pop_front() {
+                self.ended_tokens.remove(&hash);
             }
         }
 
@@ -1882,4 +2029,11 @@ fn optional_text(value: Option<String>, max_chars: usize, name: &str) -> Result<
 pub fn random_token() -> String {
     let bytes: [u8; 16] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What is kept of a token (a session's, a citizen's resume token): its
+/// SHA-256 in hex, so a copy of the database lets nobody act with it.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }

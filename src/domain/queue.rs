@@ -12,6 +12,14 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueKey(i64);
 
+impl QueueKey {
+    /// As stored, so that a restart can put everyone back in the same order
+    /// ([`WaitQueue::restore`]).
+    pub fn as_i64(self) -> i64 {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WaitQueue<T> {
     order: BTreeMap<QueueKey, T>,
@@ -47,6 +55,26 @@ impl<T> WaitQueue<T> {
             *position += 1;
         }
         key
+    }
+
+    /// Puts `item` back at the place it had in an earlier run (read from
+    /// storage after a restart). Later pushes go behind or in front of all
+    /// such places, so their keys stay unique across restarts. `None` if the
+    /// place is taken.
+    pub fn restore(&mut self, place: i64, item: T) -> Option<QueueKey> {
+        let key = QueueKey(place);
+        if self.order.contains_key(&key) {
+            return None;
+        }
+        self.order.insert(key, item);
+        self.next_back = self.next_back.max(place.saturating_add(1));
+        self.next_front = self.next_front.min(place.saturating_sub(1));
+        if let Some((from, position)) = &mut self.sweep_from
+            && key < *from
+        {
+            *position += 1;
+        }
+        Some(key)
     }
 
     pub fn remove(&mut self, key: QueueKey) -> Option<T> {
@@ -128,6 +156,24 @@ mod tests {
         assert_eq!(q.remove(c), Some("c"));
         assert_eq!(q.front().map(|(_, v)| *v), Some("y"));
         assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn restored_places_keep_their_order_and_later_pushes_go_around_them() {
+        let mut before = WaitQueue::default();
+        let a = before.push_back("a");
+        let b = before.push_back("b");
+        let x = before.push_front("x");
+        // A restart: the places come back in any order.
+        let mut q = WaitQueue::default();
+        assert!(q.restore(b.as_i64(), "b").is_some());
+        assert!(q.restore(x.as_i64(), "x").is_some());
+        assert!(q.restore(a.as_i64(), "a").is_some());
+        assert!(q.restore(a.as_i64(), "again").is_none(), "a place is held once");
+        let c = q.push_back("c");
+        let y = q.push_front("y");
+        assert_eq!(q.iter().map(|(_, v)| *v).collect::<Vec<_>>(), ["y", "x", "a", "b", "c"]);
+        assert!(c > b && y < x);
     }
 
     fn sweep(q: &mut WaitQueue<u32>, n: usize) -> Vec<(usize, u32)> {

@@ -89,10 +89,12 @@ impl Server {
         let addr = listener.local_addr()?;
         let storage_error = |source| StartError::Storage { url: redact(&config.database_url), source };
         let storage = Storage::open(&config.database_url, &config.storage).await.map_err(storage_error)?;
+        // Chats the last run left open (a restart, a crash) are taken up again.
         let interrupted = storage.end_interrupted(clock.now()).await.map_err(storage_error)?;
         if interrupted > 0 {
-            tracing::warn!(interrupted, "conversations left open by the last run were ended as interrupted");
+            tracing::warn!(interrupted, "open conversations without a resume token were ended as interrupted");
         }
+        let open = storage.open_conversations().await.map_err(storage_error)?;
         ensure_first_admin(&storage, clock.as_ref(), addr).await.map_err(storage_error)?;
 
         let (hub_handle, hub_rx) = hub::channel();
@@ -105,6 +107,10 @@ impl Server {
                 for_writer.send(HubCommand::Input(Input::Committed(results)));
             });
         let mut core = ChatCore::new(core_settings(&config));
+        if !open.is_empty() {
+            tracing::info!(restored = open.len(), "open conversations taken up again");
+        }
+        core.restore(clock.now(), open);
         let (live_tx, live) = tokio::sync::watch::channel(Arc::new(core.live_figures(clock.now())));
         let tick = tick_interval(&config);
         tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick, live_tx));

@@ -7,6 +7,7 @@
 
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 pub use writer::{StoreWriter, WriterHandle};
 
 use crate::config::{RetentionConfig, SqliteSynchronous as SyncSetting, StorageConfig};
-use crate::domain::chat::{Committed, ConversationId, StoreOp, UserId};
+use crate::domain::chat::{AdvisorProfile, Committed, ConversationId, RestoredConversation, StoreOp, UserId};
 use crate::domain::stats::{ConversationFacts, RefusalFact};
+use crate::protocol::ws::{MessageView, Sender};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -361,10 +363,12 @@ impl Storage {
                 i += 1;
                 let result = match op {
                     StoreOp::Message { .. } => unreachable!("handled above"),
-                    StoreOp::Created { conversation, at, citizen_name, topic, language } => {
-                        sqlx::query("INSERT INTO conversations (id, queued_at, citizen_name, topic, language) VALUES ($1, $2, $3, $4, $5)")
+                    StoreOp::Created { conversation, at, token_hash, queue_place, citizen_name, topic, language } => {
+                        sqlx::query("INSERT INTO conversations (id, queued_at, resume_token_hash, queue_place, citizen_name, topic, language) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                             .bind(conversation.to_string())
                             .bind(millis(*at))
+                            .bind(token_hash)
+                            .bind(*queue_place)
                             .bind(citizen_name.as_deref())
                             .bind(topic.as_deref())
                             .bind(language.as_deref())
@@ -388,7 +392,7 @@ impl Storage {
                         let number = if *first { Some(next_errand_number!(&mut *tx, *errand_year)) } else { None };
                         let stored: Option<String> = sqlx::query(
                             "UPDATE conversations SET advisor_id = $1, advisor_name = $2, first_assigned_at = COALESCE(first_assigned_at, $3), \
-                             errand_number = COALESCE(errand_number, $4) WHERE id = $5 RETURNING errand_number",
+                             errand_number = COALESCE(errand_number, $4), queue_place = NULL WHERE id = $5 RETURNING errand_number",
                         )
                         .bind(*advisor)
                         .bind(&**advisor_name)
@@ -414,7 +418,13 @@ impl Storage {
                         };
                         Committed::Assigned { conversation: *conversation, errand_number: number }
                     }
-                    StoreOp::Requeued { conversation, at, advisor } => {
+                    StoreOp::Requeued { conversation, at, advisor, queue_place } => {
+                        // Waiting again: a restart must put it back in the queue.
+                        sqlx::query("UPDATE conversations SET queue_place = $1 WHERE id = $2")
+                            .bind(*queue_place)
+                            .bind(conversation.to_string())
+                            .execute(&mut *tx)
+                            .await?;
                         events.push(QueueEvent { advisor: Some(*advisor), ..QueueEvent::new(Some(conversation), "requeued", *at) });
                         Committed::Done
                     }
@@ -495,19 +505,24 @@ impl Storage {
         Ok(Some(results))
     }
 
-    /// After a crash or restart: every conversation still open is ended as
+    /// At start, before [`Storage::open_conversations`]: conversations left
+    /// open that cannot be taken up again, because their citizen could never
+    /// resume them (stored before resume tokens were kept), are ended as
     /// `interrupted` (an errand if it had reached an advisor). Returns how many.
     pub async fn end_interrupted(&self, now: DateTime<Utc>) -> Result<u64, StorageError> {
         let done = on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO queue_events (conversation_id, kind, at, detail) SELECT id, 'ended', $1, 'interrupted' FROM conversations WHERE ended_at IS NULL")
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO queue_events (conversation_id, kind, at, detail) SELECT id, 'ended', $1, 'interrupted' \
+                 FROM conversations WHERE ended_at IS NULL AND resume_token_hash IS NULL",
+            )
+            .bind(millis(now))
+            .execute(&mut *tx)
+            .await?;
             let done = sqlx::query(
                 "UPDATE conversations SET ended_at = $1, end_reason = 'interrupted', \
                  outcome = CASE WHEN first_assigned_at IS NULL THEN 'abandoned' ELSE 'served' END \
-                 WHERE ended_at IS NULL",
+                 WHERE ended_at IS NULL AND resume_token_hash IS NULL",
             )
             .bind(millis(now))
             .execute(&mut *tx)
@@ -517,6 +532,85 @@ impl Storage {
             done
         });
         Ok(done)
+    }
+
+    /// Every conversation still open (left by the last run, after a clean
+    /// stop or a crash), with its transcript and its place in the queue, for
+    /// [`ChatCore::restore`].
+    ///
+    /// [`ChatCore::restore`]: crate::domain::chat::ChatCore::restore
+    pub async fn open_conversations(&self) -> Result<Vec<RestoredConversation>, StorageError> {
+        let restored = on_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let rows = sqlx::query(
+                "SELECT c.id, c.resume_token_hash, c.citizen_name, c.topic, c.language, c.queued_at, c.queue_place, \
+                 c.errand_number, c.first_assigned_at, u.id AS user_id, u.username, u.display_name, u.role \
+                 FROM conversations c LEFT JOIN users u ON u.id = c.advisor_id \
+                 WHERE c.ended_at IS NULL AND c.resume_token_hash IS NOT NULL \
+                 ORDER BY c.queued_at, c.id",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut restored = Vec::with_capacity(rows.len());
+            let mut index = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
+                    tracing::warn!(conversation = %id, "an open conversation with a malformed id is left as it is");
+                    continue;
+                };
+                let queue_place: Option<i64> = row.try_get("queue_place")?;
+                let user_id: Option<i64> = row.try_get("user_id")?;
+                let advisor = match (queue_place, user_id) {
+                    (None, Some(user_id)) => Some(AdvisorProfile {
+                        id: user_id,
+                        username: row.try_get("username")?,
+                        display_name: row.try_get::<String, _>("display_name")?.into(),
+                        role: row.try_get("role")?,
+                    }),
+                    _ => None,
+                };
+                index.insert(id, restored.len());
+                restored.push(RestoredConversation {
+                    id: uuid,
+                    token_hash: row.try_get("resume_token_hash")?,
+                    citizen_name: row.try_get::<Option<String>, _>("citizen_name")?.map(Into::into),
+                    topic: row.try_get::<Option<String>, _>("topic")?.map(Into::into),
+                    language: row.try_get::<Option<String>, _>("language")?.map(Into::into),
+                    queued_at: from_millis(row.try_get("queued_at")?),
+                    queue_place,
+                    advisor,
+                    first_assigned_at: row.try_get::<Option<i64>, _>("first_assigned_at")?.map(from_millis),
+                    errand_number: row.try_get("errand_number")?,
+                    messages: Vec::new(),
+                });
+            }
+            let messages = sqlx::query(
+                "SELECT m.conversation_id, m.seq, m.sender, m.sender_name, m.client_msg_id, m.body, m.sent_at \
+                 FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                 WHERE c.ended_at IS NULL ORDER BY m.conversation_id, m.seq",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in messages {
+                let conversation: String = row.try_get("conversation_id")?;
+                let Some(&i) = index.get(&conversation) else { continue };
+                let sender: String = row.try_get("sender")?;
+                let Some(sender) = Sender::parse(&sender) else { continue };
+                restored[i].messages.push(MessageView {
+                    seq: row.try_get::<i64, _>("seq")?.try_into().unwrap_or_default(),
+                    sender,
+                    sender_name: row.try_get::<Option<String>, _>("sender_name")?.map(Into::into),
+                    text: row.try_get::<String, _>("body")?.into(),
+                    sent_at: from_millis(row.try_get("sent_at")?),
+                    client_msg_id: row.try_get::<Option<String>, _>("client_msg_id")?.map(Into::into),
+                    personnummer: false,
+                });
+            }
+            tx.commit().await?;
+            restored
+        });
+        Ok(restored)
     }
 
     // ------------------------------------------------------------ errands (read)

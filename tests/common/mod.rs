@@ -205,6 +205,18 @@ impl TestServer {
             server.shutdown().await.expect("clean shutdown");
         }
     }
+
+    /// Stops the server (if running) and starts a new one on the same
+    /// database, configuration and clock, as a deploy would. The address changes.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::start(self.config.clone(), listener, self.clock.clone() as Arc<dyn Clock>)
+            .await
+            .expect("server restarts");
+        self.addr = server.addr;
+        self.server = Some(server);
+    }
 }
 
 /// A real WebSocket client speaking the JSON protocol.

@@ -1,0 +1,325 @@
+//! A restart (a deploy, a crash) loses no chat: the next start takes up every
+//! open conversation again. The server tests run on a real server on port 0
+//! with real WebSocket clients, on SQLite and on PostgreSQL; the grace-period
+//! tests drive the chat core directly (no I/O, time passed in).
+
+mod common;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{Backend, Client, TestServer};
+use serde_json::{Value, json};
+
+use kommunchat::domain::chat::{AdvisorProfile, ChatCore, Effect, Input, RestoredConversation, StoreOp, token_hash};
+use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest, EndReason, MessageView, Sender};
+
+mod sqlite {
+    #[tokio::test]
+    async fn queue_and_chats_survive_a_restart() {
+        super::queue_and_chats_survive_a_restart(super::Backend::Sqlite).await
+    }
+}
+mod postgres {
+    #[tokio::test]
+    async fn queue_and_chats_survive_a_restart() {
+        super::queue_and_chats_survive_a_restart(super::Backend::Postgres).await
+    }
+}
+
+fn cid(frame: &Value) -> String {
+    frame["conversation_id"].as_str().expect("conversation_id").to_owned()
+}
+
+/// Sends a message and waits for its ack; returns the seq.
+async fn say(client: &mut Client, frame: Value) -> u64 {
+    let id = frame["client_msg_id"].as_str().expect("id").to_owned();
+    client.send(frame).await;
+    loop {
+        let f = client.next().await.expect("open");
+        if f["type"] == "ack" && f["client_msg_id"] == id.as_str() {
+            return f["seq"].as_u64().expect("seq");
+        }
+        assert_ne!(f["type"], "error", "unexpected error: {f}");
+    }
+}
+
+/// A new connection that resumes with `token`; returns the client and every
+/// frame up to and including `resumed`.
+async fn resume(server: &TestServer, token: &str, last_seq: u64) -> (Client, Value) {
+    let mut c = server.citizen().await;
+    c.expect("welcome").await;
+    c.send(json!({"type": "resume", "token": token, "last_seq": last_seq})).await;
+    let resumed = c.expect("resumed").await;
+    (c, resumed)
+}
+
+async fn queue_and_chats_survive_a_restart(backend: Backend) {
+    let mut server = TestServer::start_with(backend, |c| c.chat.max_chats_per_advisor = 1).await;
+    let mut anna = server.advisor("anna", true).await;
+    let anna_cookie = anna.cookie.clone().expect("cookie");
+
+    // Ada is chatting with Anna; Bo and Cy wait behind her.
+    let (mut ada, ada_queued) = server.queued_citizen("Ada").await;
+    let ada_token = ada_queued["resume_token"].as_str().expect("token").to_owned();
+    ada.expect("assigned").await;
+    let chat = anna.expect("assigned").await;
+    let conversation = cid(&chat["chat"]);
+    let asked =
+        say(&mut ada, json!({"type": "message", "client_msg_id": "a1", "text": "Hur söker jag bygglov?"})).await;
+    let answered = say(
+        &mut anna,
+        json!({"type": "message", "conversation_id": conversation, "client_msg_id": "r1", "text": "Via e-tjänsten."}),
+    )
+    .await;
+    assert_eq!((asked, answered), (1, 2));
+    let (_bo, bo_queued) = server.queued_citizen("Bo").await;
+    let (_cy, cy_queued) = server.queued_citizen("Cy").await;
+    assert_eq!((bo_queued["position"].as_u64(), cy_queued["position"].as_u64()), (Some(1), Some(2)));
+
+    // A deploy: everyone is told, and the chat is saved.
+    server.restart().await;
+    assert!(ada.expect("server_shutdown").await["message"].as_str().is_some_and(|m| m.contains("saved")));
+
+    // The waiting citizens come back in the same order.
+    let (_bo, bo_back) = resume(&server, bo_queued["resume_token"].as_str().expect("token"), 0).await;
+    let (_cy, cy_back) = resume(&server, cy_queued["resume_token"].as_str().expect("token"), 0).await;
+    assert_eq!((bo_back["state"].as_str(), bo_back["position"].as_u64()), (Some("queued"), Some(1)));
+    assert_eq!((cy_back["state"].as_str(), cy_back["position"].as_u64()), (Some("queued"), Some(2)));
+    assert_eq!(cid(&bo_back), cid(&bo_queued));
+
+    // Ada takes up her chat, with the advisor's name and both messages.
+    let (mut ada, ada_back) = resume(&server, &ada_token, 0).await;
+    assert_eq!(ada_back["state"], "chatting");
+    assert_eq!(ada_back["advisor_name"], "Handläggare anna");
+    assert_eq!(ada_back["last_seq"], 2);
+    let first = ada.expect("message").await;
+    let second = ada.expect("message").await;
+    assert_eq!((first["seq"].as_u64(), first["text"].as_str()), (Some(1), Some("Hur söker jag bygglov?")));
+    assert_eq!((second["seq"].as_u64(), second["text"].as_str()), (Some(2), Some("Via e-tjänsten.")));
+    // A retry of an acknowledged message is recognised, not stored twice.
+    let again =
+        say(&mut ada, json!({"type": "message", "client_msg_id": "a1", "text": "Hur söker jag bygglov?"})).await;
+    assert_eq!(again, 1);
+
+    // Anna's console reconnects with her session: the chat is hers, with its history.
+    let mut anna = Client::connect(server.addr, "/ws/advisor", Some(&anna_cookie)).await;
+    let welcome = anna.expect("welcome").await;
+    let chats = welcome["chats"].as_array().expect("chats");
+    assert_eq!(chats.len(), 1);
+    assert_eq!(cid(&chats[0]), conversation);
+    assert_eq!(chats[0]["messages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(chats[0]["citizen_connected"], true);
+
+    // The chat goes on where it was: the next seq is 3.
+    let next = say(
+        &mut anna,
+        json!({"type": "message", "conversation_id": conversation, "client_msg_id": "r2", "text": "Något mer?"}),
+    )
+    .await;
+    assert_eq!(next, 3);
+    assert_eq!(ada.expect("message").await["text"], "Något mer?");
+
+    // Anna takes new chats again and ends Ada's: Bo, first in line, is next.
+    anna.send(json!({"type": "status", "status": "available"})).await;
+    anna.expect("status").await;
+    anna.send(json!({"type": "end", "conversation_id": conversation, "category": "Övrigt"})).await;
+    let ended = ada.expect("ended").await;
+    assert!(ended["errand_number"].as_str().is_some());
+    let next_chat = anna.expect("assigned").await;
+    assert_eq!(cid(&next_chat["chat"]), cid(&bo_queued));
+
+    // The record: one errand, every message once, in order.
+    let errand = server.storage().errand(&conversation).await.expect("query").expect("stored");
+    assert_eq!(errand.end_reason.as_deref(), Some("advisor_ended"));
+    let seqs: Vec<i64> = errand.transcript.iter().map(|l| l.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_queue_keeps_its_order_over_restarts_with_a_chat_sent_back_in_front() {
+    let mut server = TestServer::start_with(Backend::Sqlite, |c| c.chat.max_chats_per_advisor = 1).await;
+    let mut anna = server.advisor("anna", true).await;
+    let (mut ada, ada_queued) = server.queued_citizen("Ada").await;
+    ada.expect("assigned").await;
+    let chat = anna.expect("assigned").await;
+    let (_bo, bo_queued) = server.queued_citizen("Bo").await;
+    // Anna steps away and sends Ada back: she goes in front of Bo.
+    anna.send(json!({"type": "status", "status": "away"})).await;
+    anna.expect("status").await;
+    anna.send(json!({"type": "transfer", "conversation_id": cid(&chat["chat"]), "to": null})).await;
+    assert_eq!(ada.expect("queued").await["position"], 1);
+
+    server.restart().await;
+    let token = |queued: &Value| queued["resume_token"].as_str().expect("token").to_owned();
+    let (_ada, back) = resume(&server, &token(&ada_queued), 0).await;
+    assert_eq!((back["state"].as_str(), back["position"].as_u64()), (Some("queued"), Some(1)));
+    let (_bo, back) = resume(&server, &token(&bo_queued), 0).await;
+    assert_eq!(back["position"], 2);
+    // A newcomer goes behind them, and a second restart keeps all three in place.
+    let (_cy, cy_queued) = server.queued_citizen("Cy").await;
+    assert_eq!(cy_queued["position"], 3);
+    server.restart().await;
+    for (queued, position) in [(&ada_queued, 1), (&bo_queued, 2), (&cy_queued, 3)] {
+        let (_c, back) = resume(&server, &token(queued), 0).await;
+        assert_eq!(back["position"], position, "{}", queued["conversation_id"]);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_token_after_a_restart_is_not_found() {
+    let mut server = TestServer::start().await;
+    let (_ada, _queued) = server.queued_citizen("Ada").await;
+    server.restart().await;
+    let mut c = server.citizen().await;
+    c.expect("welcome").await;
+    c.send(json!({"type": "resume", "token": "0".repeat(32), "last_seq": 0})).await;
+    assert_eq!(c.expect("error").await["code"], "not_found");
+    server.stop().await;
+}
+
+// ------------------------------------------------------------ the core alone
+
+fn monday() -> DateTime<Utc> {
+    common::monday_morning()
+}
+
+fn anna() -> AdvisorProfile {
+    AdvisorProfile { id: 7, username: "anna".into(), display_name: "Anna".into(), role: "advisor".into() }
+}
+
+fn restored(token: &str, advisor: Option<AdvisorProfile>, messages: Vec<MessageView>) -> RestoredConversation {
+    RestoredConversation {
+        queue_place: advisor.is_none().then_some(0),
+        id: uuid::Uuid::new_v4(),
+        token_hash: token_hash(token),
+        citizen_name: Some("Ada".into()),
+        topic: None,
+        language: None,
+        queued_at: monday() - TimeDelta::minutes(5),
+        first_assigned_at: advisor.as_ref().map(|_| monday() - TimeDelta::minutes(4)),
+        errand_number: advisor.as_ref().map(|_| "KC-2026-000001".into()),
+        advisor,
+        messages,
+    }
+}
+
+fn message(seq: u64, sender: Sender, client_msg_id: &str, text: &str) -> MessageView {
+    MessageView {
+        seq,
+        sender,
+        sender_name: None,
+        text: text.into(),
+        sent_at: monday() - TimeDelta::minutes(3),
+        client_msg_id: Some(client_msg_id.into()),
+        personnummer: false,
+    }
+}
+
+fn stored_ops(out: &[Effect]) -> Vec<&StoreOp> {
+    out.iter()
+        .filter_map(|e| match e {
+            Effect::Store(op) => Some(op),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restored_citizen_who_never_comes_back_leaves_after_the_grace_period() {
+    let settings = common::core_settings();
+    let grace = settings.citizen_grace;
+    let mut core = ChatCore::new(settings);
+    let waiting = restored("token-of-bo", None, vec![]);
+    let id = waiting.id;
+    core.restore(monday(), vec![waiting]);
+    assert_eq!(core.live_figures(monday()).waiting, 1);
+
+    let mut out = Vec::new();
+    core.handle(monday() + grace - TimeDelta::seconds(1), Input::Tick, &mut out);
+    assert!(stored_ops(&out).is_empty(), "still within the grace period");
+    core.handle(monday() + grace, Input::Tick, &mut out);
+    assert!(stored_ops(&out).iter().any(|op| matches!(op,
+        StoreOp::Ended { conversation, reason: EndReason::CitizenDisconnected, .. } if *conversation == id)));
+    assert_eq!(core.live_figures(monday() + grace).waiting, 0);
+}
+
+#[test]
+fn a_restored_advisor_who_never_comes_back_has_the_chat_sent_to_the_front_of_the_queue() {
+    let settings = common::core_settings();
+    let grace = settings.advisor_grace;
+    let mut core = ChatCore::new(settings);
+    let chatting = restored("token-of-ada", Some(anna()), vec![message(1, Sender::Citizen, "a1", "Hej")]);
+    let id = chatting.id;
+    core.restore(monday(), vec![restored("token-of-bo", None, vec![]), chatting]);
+    let mut out = Vec::new();
+    // Ada is back in time; Anna is not.
+    core.handle(monday(), Input::CitizenConnected { conn: 1 }, &mut out);
+    let resume = CitizenRequest::Resume { token: "token-of-ada".into(), last_seq: 1 };
+    core.handle(monday(), Input::Citizen { conn: 1, request: resume }, &mut out);
+    assert!(out.iter().any(|e| matches!(e, Effect::ToCitizen(1, CitizenEvent::Resumed { .. }))));
+    out.clear();
+    core.handle(monday() + grace, Input::Tick, &mut out);
+    assert!(stored_ops(&out).iter().any(|op| matches!(op,
+        StoreOp::Requeued { conversation, advisor: 7, .. } if *conversation == id)));
+    // First in line again, ahead of the one who was waiting, and told so with her token.
+    let told = out.iter().find_map(|e| match e {
+        Effect::ToCitizen(1, CitizenEvent::Queued { position, resume_token, .. }) => Some((*position, resume_token)),
+        _ => None,
+    });
+    assert_eq!(told, Some((1, &"token-of-ada".to_owned())));
+}
+
+#[test]
+fn a_restored_chat_continues_its_numbering_and_knows_its_retries() {
+    let mut core = ChatCore::new(common::core_settings());
+    let chatting = restored(
+        "token-of-ada",
+        Some(anna()),
+        vec![message(1, Sender::Citizen, "a1", "Hej"), message(2, Sender::Advisor, "r1", "Hej Ada")],
+    );
+    let id = chatting.id;
+    core.restore(monday(), vec![chatting]);
+    let mut out = Vec::new();
+    core.handle(monday(), Input::CitizenConnected { conn: 1 }, &mut out);
+    let resume = CitizenRequest::Resume { token: "token-of-ada".into(), last_seq: 0 };
+    core.handle(monday(), Input::Citizen { conn: 1, request: resume }, &mut out);
+    let replayed: Vec<u64> = out
+        .iter()
+        .filter_map(|e| match e {
+            Effect::ToCitizen(1, CitizenEvent::Message(m)) => Some(m.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replayed, vec![1, 2]);
+    out.clear();
+
+    // The same message again is acknowledged with its stored seq and not stored.
+    let retry = CitizenRequest::Message { client_msg_id: "a1".into(), text: "Hej".into() };
+    core.handle(monday(), Input::Citizen { conn: 1, request: retry }, &mut out);
+    assert!(stored_ops(&out).is_empty());
+    assert!(out.iter().any(|e| matches!(e, Effect::ToCitizen(1, CitizenEvent::Ack { seq: 1, .. }))));
+    out.clear();
+
+    // A new one gets the next seq.
+    let new = CitizenRequest::Message { client_msg_id: "a2".into(), text: "Tack".into() };
+    core.handle(monday(), Input::Citizen { conn: 1, request: new }, &mut out);
+    assert!(stored_ops(&out).iter().any(|op| matches!(op,
+        StoreOp::Message { conversation, seq: 3, .. } if *conversation == id)));
+}
+
+#[tokio::test]
+async fn a_chat_from_before_resume_tokens_were_kept_is_ended_as_interrupted() {
+    let db = common::TestDb::new(Backend::Sqlite).await;
+    let storage = kommunchat::storage::Storage::open(&db.url, &Default::default()).await.expect("open");
+    // As an earlier version left it: open, with no resume token.
+    let pool = sqlx::SqlitePool::connect(&db.url).await.expect("connect");
+    sqlx::query("INSERT INTO conversations (id, queued_at) VALUES ('5f0c8a1e-0000-4000-8000-000000000001', 0)")
+        .execute(&pool)
+        .await
+        .expect("insert");
+    assert_eq!(storage.end_interrupted(monday()).await.expect("end"), 1);
+    assert!(storage.open_conversations().await.expect("read").is_empty());
+    let errand = storage.errand("5f0c8a1e-0000-4000-8000-000000000001").await.expect("query").expect("row");
+    assert_eq!(errand.end_reason.as_deref(), Some("interrupted"));
+}
