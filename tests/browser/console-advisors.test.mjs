@@ -265,3 +265,46 @@ test('console: "Tillgänglig" chosen before the server has welcomed the console 
   assert.equal(await anna.page.locator('#status-available').isChecked(), true);
   assert.equal(await anna.page.evaluate(() => document.body.dataset.status), 'available');
 });
+
+test('a server restart: the citizen\'s chat, the queue and the console go on by themselves', async () => {
+  const srv = await server();
+  const anna = await advisor(srv, 'anna');
+  await available(anna);
+  const ada = await citizen(srv, 'Ada', null, 'Hej från Ada');
+  await anna.page.getByRole('tab', { name: /Ada/ }).waitFor();
+  await anna.panel().locator('.message-input').fill('Hej Ada, vad gäller det?');
+  await anna.panel().locator('.message-input').press('Enter');
+  await ada.getByText('Hej Ada, vad gäller det?').waitFor();
+  const bertil = await citizen(srv, 'Bertil', null, 'Hej från Bertil');
+  await anna.page.getByRole('tab', { name: /Bertil/ }).waitFor();
+  await anna.page.evaluate(() => { window.sameDocument = true; });
+  await ada.evaluate(() => { window.sameDocument = true; });
+
+  await srv.restart();
+
+  // Nobody touches anything: the banners go, the chats are where they were.
+  await ada.locator('#conn-banner').waitFor({ state: 'hidden', timeout: 15000 });
+  await anna.page.locator('#conn-banner').waitFor({ state: 'hidden', timeout: 15000 });
+  assert.equal(await ada.evaluate(() => window.sameDocument), true, 'the citizen page was not reloaded');
+  assert.equal(await anna.page.evaluate(() => window.sameDocument), true, 'the console was not reloaded');
+  assert.equal(await anna.page.getByRole('tab').count(), 2);
+  await anna.page.waitForFunction(() => document.body.dataset.status === 'available');
+  assert.ok(await anna.page.locator('#status-available').isChecked(), 'the status is kept');
+  await say(ada, 'Är servern tillbaka?');
+  await anna.page.getByRole('tab', { name: /Ada/ }).click();
+  await anna.panel().locator('.msg .text', { hasText: 'Är servern tillbaka?' }).waitFor();
+  assert.deepEqual(await texts(anna.panel()), ['Hej från Ada', 'Hej Ada, vad gäller det?', 'Är servern tillbaka?']);
+  const adaTexts = await ada.locator('#messages .msg .text').allTextContents();
+  assert.equal(count(adaTexts, 'Hej från Ada'), 1, adaTexts.join(' | '));
+  assert.equal(count(adaTexts, 'Hej Ada, vad gäller det?'), 1, adaTexts.join(' | '));
+  await anna.panel().locator('.message-input').fill('Ja, allt är sparat.');
+  await anna.panel().locator('.message-input').press('Enter');
+  await ada.getByText('Ja, allt är sparat.').waitFor();
+  await shot(ada, 'chat-after-restart');
+  // Bertil's chat too; and the next citizen still reaches Anna, who is still available.
+  await say(bertil, 'Och jag?');
+  await anna.page.getByRole('tab', { name: /Bertil/ }).click();
+  await anna.panel().locator('.msg .text', { hasText: 'Och jag?' }).waitFor();
+  await citizen(srv, 'Cecilia', null, null);
+  await anna.page.getByRole('tab', { name: /Cecilia/ }).waitFor();
+});

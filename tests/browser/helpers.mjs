@@ -103,8 +103,31 @@ export async function startServer({ config, users = [] }) {
   for (const u of users) {
     kommunchat(dir, ['user', 'add', u.username, '--role', u.role, '--display-name', u.display_name], `${u.password}\n`);
   }
-  const env = serverEnv(dir);
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  let { child, url } = await serve(dir, '127.0.0.1:0');
+  const stopChild = async () => {
+    if (child.exitCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+    if (child.exitCode === null) child.kill('SIGKILL');
+  };
+  return {
+    url,
+    /** A deploy: SIGTERM, then a new server on the same address and database. */
+    async restart() {
+      await stopChild();
+      ({ child } = await serve(dir, new URL(url).host));
+    },
+    async stop() {
+      await stopChild();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Runs `kommunchat serve` in `dir` on `listen`; resolves once it listens. */
+async function serve(dir, listen) {
+  const child = spawn(BIN, ['serve', '--listen', listen], { cwd: dir, env: serverEnv(dir), stdio: ['ignore', 'pipe', 'inherit'] });
   track(child);
   const url = await new Promise((resolve, reject) => {
     let buf = '';
@@ -117,18 +140,7 @@ export async function startServer({ config, users = [] }) {
     child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`the server exited with ${code}`)); });
   });
   child.stdout.resume();
-  return {
-    url,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-        if (child.exitCode === null) child.kill('SIGKILL');
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { child, url };
 }
 
 /** The browser; `firefoxUserPrefs` apply to Firefox only. */

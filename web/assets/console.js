@@ -202,6 +202,9 @@ function handle(f) {
       setQueue(f);
       break;
     case 'server_shutdown':
+      // The chats survive the restart, but the new server has not heard this
+      // console's status: say it again once welcomed.
+      wanted = wanted || status;
       banner('Servern startas om. Konsolen ansluter igen av sig själv.', 'Försök nu');
       break;
     case 'error':
