@@ -9,9 +9,9 @@
 //! For scale-out, this is the seam: a hub on several nodes would exchange
 //! these same commands through a shared engine instead of a local channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -27,6 +27,9 @@ use crate::storage::WriterHandle;
 pub enum Outgoing {
     Citizen(Box<CitizenEvent>),
     Advisor(Box<AdvisorEvent>),
+    /// An `assigned` frame, with when the input that caused it was received:
+    /// the connection records the routing latency once it has written it.
+    Timed(Box<(AdvisorEvent, Instant)>),
     Close(CloseReason),
 }
 
@@ -46,16 +49,13 @@ pub const HEARTBEAT_SLICES: u64 = 250;
 #[derive(Debug)]
 pub enum HubCommand {
     /// A connection's outbox; sent before its `…Connected` input.
-    Attach {
-        conn: ConnId,
-        outbox: OutboxSender<Outgoing>,
-    },
-    Input(Input),
+    Attach { conn: ConnId, outbox: OutboxSender<Outgoing> },
+    /// `received`: when the connection read it (or the writer committed),
+    /// for the routing-latency metric.
+    Input { input: Input, received: Instant },
     /// Time for the connections of one slice (see [`HEARTBEAT_SLICES`]) to
     /// check themselves: ping, or close if silent.
-    Heartbeat {
-        slice: u64,
-    },
+    Heartbeat { slice: u64 },
     /// Live figures for the dashboard and metrics.
     Figures(oneshot::Sender<LiveFigures>),
     /// Stop admitting, tell every client, flush storage, then answer.
@@ -75,7 +75,7 @@ impl HubHandle {
     }
 
     pub fn input(&self, input: Input) {
-        self.send(HubCommand::Input(input));
+        self.send(HubCommand::Input { input, received: Instant::now() });
     }
 
     pub async fn figures(&self) -> Option<LiveFigures> {
@@ -112,6 +112,9 @@ pub async fn run(
     tick: Duration,
     live: watch::Sender<Arc<LiveFigures>>,
 ) {
+    // When the inputs behind this pass's assignments were received, in the
+    // order of their `assigned` effects.
+    let mut assignments: VecDeque<Instant> = VecDeque::new();
     let mut last_live = tokio::time::Instant::now() - LIVE_INTERVAL;
     let mut outboxes: HashMap<ConnId, OutboxSender<Outgoing>> = HashMap::new();
     let mut effects = Vec::new();
@@ -132,12 +135,18 @@ pub async fn run(
                         HubCommand::Attach { conn, outbox } => {
                             outboxes.insert(conn, outbox);
                         }
-                        HubCommand::Input(input) => {
+                        HubCommand::Input { input, received } => {
                             let gone = match &input {
                                 Input::CitizenGone { conn } | Input::AdvisorGone { conn } => Some(*conn),
                                 _ => None,
                             };
+                            // Commits (most inputs under load) never assign.
+                            let may_assign = !matches!(input, Input::Committed(_));
+                            let before = effects.len();
                             core.handle(now, input, &mut effects);
+                            if may_assign {
+                                assignments.extend(std::iter::repeat_n(received, count_assigned(&effects[before..])));
+                            }
                             if let Some(conn) = gone {
                                 outboxes.remove(&conn);
                             }
@@ -152,15 +161,17 @@ pub async fn run(
                         }
                     }
                 }
-                deliver(&mut outboxes, &writer, &mut effects);
+                deliver(&mut outboxes, &writer, &mut effects, &mut assignments);
                 if shutdown.is_some() {
                     break shutdown;
                 }
             }
             _ = ticker.tick() => {
                 let now = clock.now();
+                let received = Instant::now();
                 core.handle(now, Input::Tick, &mut effects);
-                deliver(&mut outboxes, &writer, &mut effects);
+                assignments.extend(std::iter::repeat_n(received, count_assigned(&effects)));
+                deliver(&mut outboxes, &writer, &mut effects, &mut assignments);
                 if last_live.elapsed() >= LIVE_INTERVAL {
                     last_live = tokio::time::Instant::now();
                     let figures = core.live_figures(now);
@@ -184,6 +195,11 @@ pub async fn run(
     }
 }
 
+/// Chats handed to an advisor's connection among `effects`.
+fn count_assigned(effects: &[Effect]) -> usize {
+    effects.iter().filter(|e| matches!(e, Effect::ToAdvisor(_, AdvisorEvent::Assigned { .. }))).count()
+}
+
 /// Flags the outboxes of one heartbeat slice: one shared clock instead of a
 /// timer in each of 19,000 sockets. A walk over the map's entries is a few
 /// nanoseconds each; what costs is the pings, and those are a slice's share.
@@ -195,7 +211,14 @@ fn heartbeat(outboxes: &HashMap<ConnId, OutboxSender<Outgoing>>, slice: u64) {
     }
 }
 
-fn deliver(outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>, writer: &WriterHandle, effects: &mut Vec<Effect>) {
+/// Hands the effects on: frames to outboxes, writes to the writer.
+/// `assignments` holds one instant per `assigned` effect, in order (see [`Outgoing::Timed`]).
+fn deliver(
+    outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>,
+    writer: &WriterHandle,
+    effects: &mut Vec<Effect>,
+    assignments: &mut VecDeque<Instant>,
+) {
     // Consecutive frames to one connection come from one event (a resume and
     // its replay, say): the capacity is checked at the first of them only, so
     // a citizen with more missed messages than the outbox holds can still
@@ -210,6 +233,10 @@ fn deliver(outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>, writer: &Writ
                 continue;
             }
             Effect::ToCitizen(conn, event) => (conn, Outgoing::Citizen(Box::new(event))),
+            Effect::ToAdvisor(conn, event @ AdvisorEvent::Assigned { .. }) => match assignments.pop_front() {
+                Some(received) => (conn, Outgoing::Timed(Box::new((event, received)))),
+                None => (conn, Outgoing::Advisor(Box::new(event))),
+            },
             Effect::ToAdvisor(conn, event) => (conn, Outgoing::Advisor(Box::new(event))),
             Effect::Close(conn, reason) => {
                 if let Some(outbox) = outboxes.remove(&conn) {
@@ -268,10 +295,10 @@ mod tests {
         outboxes.insert(1, tx);
         // A resume's replay: more frames than the outbox holds, in one go.
         let mut effects: Vec<Effect> = (1..=2 * OUTBOX_CAPACITY as u64).map(message).collect();
-        deliver(&mut outboxes, &writer, &mut effects);
+        deliver(&mut outboxes, &writer, &mut effects, &mut VecDeque::new());
         assert!(outboxes.contains_key(&1), "the replay is delivered whole");
         // Nothing read; the next frame finds it full and drops the connection.
-        deliver(&mut outboxes, &writer, &mut vec![message(1000)]);
+        deliver(&mut outboxes, &writer, &mut vec![message(1000)], &mut VecDeque::new());
         assert!(!outboxes.contains_key(&1));
         let mut received = 0;
         while rx.try_recv().is_some() {

@@ -184,6 +184,8 @@ async fn metrics_scrape_parses() {
     assert_eq!(value("kommunchat_admission_open", None), 1.0);
     assert!(scrape.samples.iter().any(|s| s.metric == "kommunchat_queue_wait_seconds"));
     assert!(scrape.samples.iter().any(|s| s.metric == "kommunchat_storage_write_seconds"));
+    // Two chats were handed to an advisor, each timed once.
+    assert_eq!(value("kommunchat_assignment_latency_seconds_count", None), 2.0);
     for name in ["kommunchat_queue_waiting", "kommunchat_queue_longest_wait_seconds"] {
         assert!(scrape.samples.iter().any(|s| s.metric == name), "{name}");
     }

@@ -25,7 +25,7 @@ use crate::auth;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::chat::{ChatCore, ConnId, CoreSettings, Input, LiveFigures};
-use crate::hub::{self, HubCommand, HubHandle};
+use crate::hub::{self, HubHandle};
 use crate::metrics::Metrics;
 use crate::protocol::ws::NoticeView;
 use crate::storage::{Storage, StorageError, StoreWriter};
@@ -104,7 +104,7 @@ impl Server {
         let (writer, writer_task) =
             StoreWriter::spawn(storage.clone(), config.storage.max_batch, move |ops, results, took| {
                 for_metrics.committed(ops, &results, took);
-                for_writer.send(HubCommand::Input(Input::Committed(results)));
+                for_writer.input(Input::Committed(results));
             });
         let mut core = ChatCore::new(core_settings(&config));
         if !open.is_empty() {

@@ -27,7 +27,7 @@ use super::listener::Counted;
 use crate::auth;
 use crate::domain::chat::{AdvisorProfile, CloseReason, ConnId, Input};
 use crate::hub::{ADVISOR_OUTBOX_CAPACITY, HubCommand, OUTBOX_CAPACITY, Outgoing};
-use crate::metrics::ConnectionGuard;
+use crate::metrics::{ConnectionGuard, Metrics};
 use crate::outbox::Received;
 use crate::protocol::ws::{self, AdvisorEvent, AdvisorRequest, CitizenEvent, CitizenRequest, ErrorCode};
 
@@ -395,7 +395,7 @@ async fn run(
             }
             // Boxed: the write path's state lives only while frames are written.
             Step::Write(first) => {
-                if !Box::pin(write_frames(&mut socket, first, &mut frames)).await {
+                if !Box::pin(write_frames(&mut socket, first, &mut frames, &app.metrics)).await {
                     break;
                 }
             }
@@ -459,13 +459,21 @@ async fn write_frames(
     socket: &mut WebSocket,
     first: Outgoing,
     frames: &mut crate::outbox::OutboxReceiver<Outgoing>,
+    metrics: &Metrics,
 ) -> bool {
     let mut next = Some(first);
     let mut written = 0;
+    // Assignments among these frames: when their causes were received.
+    let mut timed: Option<Vec<std::time::Instant>> = None;
     while let Some(frame) = next.take() {
         let text = match frame {
             Outgoing::Citizen(event) => ws::encode(&*event),
             Outgoing::Advisor(event) => ws::encode(&*event),
+            Outgoing::Timed(timed_event) => {
+                let (event, received) = *timed_event;
+                timed.get_or_insert_with(Vec::new).push(received);
+                ws::encode(&event)
+            }
             Outgoing::Close(reason) => {
                 let _ = socket.flush().await;
                 let (code, why) = match reason {
@@ -484,7 +492,13 @@ async fn write_frames(
             next = frames.try_recv();
         }
     }
-    socket.flush().await.is_ok()
+    let flushed = socket.flush().await.is_ok();
+    if flushed && let Some(timed) = timed {
+        for received in timed {
+            metrics.assignment_latency(received.elapsed());
+        }
+    }
+    flushed
 }
 
 pub async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {

@@ -141,3 +141,27 @@ pub async fn login(addr: SocketAddr, username: &str, password: &str) -> Result<S
         .map(str::to_owned)
         .ok_or_else(|| "no session cookie".into())
 }
+
+/// One histogram's cumulative buckets from the server's `/metrics`:
+/// (upper bound in seconds, observations at or below it), `+Inf` last.
+pub async fn scrape_histogram(addr: SocketAddr, name: &str) -> Result<Vec<(f64, u64)>, String> {
+    let mut stream = tcp(addr, Ipv4Addr::new(127, 0, 0, 1)).await?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.map_err(|e| e.to_string())?;
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, u64)> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    if buckets.is_empty() {
+        return Err(format!("{name} is not in /metrics"));
+    }
+    Ok(buckets)
+}

@@ -27,6 +27,12 @@ pub fn problems(r: &Results) -> Vec<String> {
     {
         out.push(format!("surge: {} of {} assigned", s.assigned, s.citizens));
     }
+    if let Some(s) = &r.surge
+        && s.paced_assignments > 0
+        && s.paced_server.is_none()
+    {
+        out.push("surge: the server's kommunchat_assignment_latency_seconds could not be read".into());
+    }
     if let Some(s) = &r.reconnect
         && (s.lost > 0 || s.duplicated > 0 || s.resumed < s.clients)
     {
@@ -177,6 +183,19 @@ pub fn markdown(r: &Results) -> String {
              its jitter, which every latency it measures includes.\n",
             x.generator_lateness.p50_us, x.generator_lateness.p99_us, x.generator_lateness.max_us
         );
+        if let Some(own) = &x.paced_server {
+            let _ = writeln!(
+                s,
+                "The server's own part of the paced phase (`kommunchat_assignment_latency_seconds`: from reading \
+                 `end` to writing `assigned` to the advisor's socket, {} assignments): p50 ≤ {:.0} µs, \
+                 p99 ≤ {:.0} µs, {:.2}% within 1 ms (p99 ≤ 1 ms {}).\n",
+                own.count,
+                own.p50_at_most_us,
+                own.p99_at_most_us,
+                own.within_1ms * 100.0,
+                check(own.p99_at_most_us <= 1000.0)
+            );
+        }
     }
     if let Some(x) = &r.reconnect {
         let _ = writeln!(s, "### Reconnect storm\n");

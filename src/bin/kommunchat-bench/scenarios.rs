@@ -39,6 +39,47 @@ impl Latency {
     }
 }
 
+/// The server's own measure of a phase, from its
+/// `kommunchat_assignment_latency_seconds` histogram (read before and after):
+/// from reading an advisor's `end` to writing the next `assigned` to that
+/// advisor's socket. Percentiles are bucket bounds ("at most").
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerLatency {
+    pub count: u64,
+    pub p50_at_most_us: f64,
+    pub p99_at_most_us: f64,
+    /// Share of the assignments within 1 ms.
+    pub within_1ms: f64,
+}
+
+impl ServerLatency {
+    /// From two scrapes of the same cumulative histogram, `before` and `after`.
+    fn between(before: &[(f64, u64)], after: &[(f64, u64)]) -> Option<ServerLatency> {
+        let delta: Vec<(f64, u64)> = after
+            .iter()
+            .map(|&(le, n)| (le, n - before.iter().find(|(b, _)| *b == le).map_or(0, |(_, m)| *m).min(n)))
+            .collect();
+        let count = delta.last()?.1;
+        if count == 0 {
+            return None;
+        }
+        let at_most = |q: f64| {
+            let rank = (q * count as f64).ceil() as u64;
+            delta.iter().find(|(_, n)| *n >= rank).map_or(f64::INFINITY, |(le, _)| le * 1e6)
+        };
+        let within = delta.iter().find(|(le, _)| (*le - 0.001).abs() < 1e-12).map_or(0, |(_, n)| *n);
+        Some(ServerLatency {
+            count,
+            p50_at_most_us: at_most(0.5),
+            p99_at_most_us: at_most(0.99),
+            within_1ms: within as f64 / count as f64,
+        })
+    }
+}
+
+/// The server's routing-latency histogram (see [`ServerLatency`]).
+const ASSIGNMENT_METRIC: &str = "kommunchat_assignment_latency_seconds";
+
 pub fn histogram() -> Histogram<u64> {
     // 1 µs to 60 s in nanoseconds, 3 significant digits.
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
@@ -346,6 +387,8 @@ pub struct SurgeResult {
     pub paced_min_waiting: usize,
     /// From an advisor's `end` to the next `assigned` on that socket, in the paced phase.
     pub paced_latency: Latency,
+    /// The same phase as the server measured it (`None` if it could not be read).
+    pub paced_server: Option<ServerLatency>,
     /// The same in the rest of the drain, where the advisors end every chat
     /// as soon as they get it: the server's core is saturated, and the
     /// latency is advisors ÷ throughput (Little's law).
@@ -422,12 +465,22 @@ pub async fn surge(
     let remaining = Arc::new(AtomicU64::new(queued as u64));
     let paced = (queued / 4).min(PACED_MAX) as u64;
     let paced_left = Arc::new(AtomicU64::new(paced));
+    // The server's own figure covers exactly the paced phase: read when every
+    // advisor has its first chat (taken all at once when they became
+    // available, not paced) and again when every advisor has had its last
+    // paced `end` answered and waits at `unpaced` before going on.
+    let first_chats = Arc::new(AtomicU64::new(0));
+    let at_barrier = Arc::new(AtomicU64::new(0));
+    let (unpaced_tx, unpaced) = tokio::sync::watch::channel(false);
     // Each advisor ends one chat per `interval`, staggered across advisors.
     let interval = Duration::from_secs_f64(advisor_count.max(1) as f64 / PACED_RATE);
     let mut advisor_tasks = Vec::new();
     for (k, mut ws) in advisor_sockets.into_iter().enumerate() {
         let remaining = remaining.clone();
         let paced_left = paced_left.clone();
+        let first_chats = first_chats.clone();
+        let at_barrier = at_barrier.clone();
+        let mut unpaced = unpaced.clone();
         let mut next_end = Instant::now() + interval.mul_f64(k as f64 / advisor_count.max(1) as f64);
         advisor_tasks.push(tokio::spawn(async move {
             let mut h = histogram();
@@ -437,6 +490,8 @@ pub async fn surge(
             let _ = client::send(&mut ws, &json!({"type": "status", "status": "available"})).await;
             // When the last `end` was sent, and whether it was a paced one.
             let mut ended_at: Option<(Instant, bool)> = None;
+            let mut first = true;
+            let mut waited = false;
             while remaining.load(Ordering::Relaxed) > 0 {
                 match tokio::time::timeout(Duration::from_secs(5), client::next(&mut ws)).await {
                     Ok(Some(f)) if f["type"] == "assigned" => {
@@ -447,8 +502,15 @@ pub async fn surge(
                         assigned += 1;
                         remaining.fetch_sub(1, Ordering::Relaxed);
                         let id = f["chat"]["conversation_id"].as_str().unwrap_or_default().to_owned();
+                        if std::mem::take(&mut first) {
+                            first_chats.fetch_add(1, Ordering::Relaxed);
+                        }
                         let pacing =
                             paced_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+                        if !pacing && !std::mem::replace(&mut waited, true) {
+                            at_barrier.fetch_add(1, Ordering::Relaxed);
+                            let _ = unpaced.wait_for(|go| *go).await;
+                        }
                         if pacing {
                             tokio::time::sleep_until(next_end.into()).await;
                             let _ = h_late.record(next_end.elapsed().as_nanos() as u64);
@@ -466,6 +528,27 @@ pub async fn surge(
             (h, h_paced, h_late, assigned)
         }));
     }
+    // Until every advisor has its first chat, then until all wait at the
+    // barrier (or have finished), polling: a millisecond late is harmless here.
+    let advisors_running = advisor_tasks.len() as u64;
+    let poll = Duration::from_millis(1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first_chats.load(Ordering::Relaxed) < advisors_running && Instant::now() < deadline {
+        tokio::time::sleep(poll).await;
+    }
+    let before = client::scrape_histogram(server.addr, ASSIGNMENT_METRIC).await;
+    while at_barrier.load(Ordering::Relaxed) < advisors_running
+        && advisor_tasks.iter().any(|t| !t.is_finished())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(poll).await;
+    }
+    let after = client::scrape_histogram(server.addr, ASSIGNMENT_METRIC).await;
+    let _ = unpaced_tx.send(true);
+    let paced_server = match (&before, &after) {
+        (Ok(b), Ok(a)) => ServerLatency::between(b, a),
+        _ => None,
+    };
     let mut latency = histogram();
     let mut paced_latency = histogram();
     let mut lateness = histogram();
@@ -493,6 +576,7 @@ pub async fn surge(
         paced_assignments: paced,
         paced_min_waiting: queued.saturating_sub(paced as usize + advisor_count),
         paced_latency: Latency::of(&paced_latency),
+        paced_server,
         assignment_latency: Latency::of(&latency),
         generator_lateness: Latency::of(&lateness),
         queue_updates_received: updates.load(Ordering::Relaxed),
@@ -629,4 +713,23 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
         lost,
         duplicated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerLatency;
+
+    #[test]
+    fn the_server_figure_is_the_difference_of_two_scrapes_read_as_bucket_bounds() {
+        let le = [0.0005, 0.001, 0.0025, f64::INFINITY];
+        let before: Vec<(f64, u64)> = le.iter().copied().zip([10, 20, 30, 30]).collect();
+        // 100 more: 60 within 0.5 ms, 39 more within 1 ms, 1 within 2.5 ms.
+        let after: Vec<(f64, u64)> = le.iter().copied().zip([70, 119, 130, 130]).collect();
+        let own = ServerLatency::between(&before, &after).expect("a figure");
+        assert_eq!(own.count, 100);
+        assert_eq!(own.p50_at_most_us, 500.0);
+        assert_eq!(own.p99_at_most_us, 1000.0);
+        assert!((own.within_1ms - 0.99).abs() < 1e-9);
+        assert!(ServerLatency::between(&after, &after).is_none(), "nothing in between");
+    }
 }
