@@ -47,8 +47,19 @@ fn kommunchat(dir: &Path, db_url: &str) -> Command {
     cmd
 }
 
+/// A server process that is killed when dropped, so a failing test leaves
+/// none behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the server and returns it with its address.
-fn start(dir: &Path, db_url: &str) -> (Child, String) {
+fn start(dir: &Path, db_url: &str) -> (Running, String) {
     let mut child = kommunchat(dir, db_url)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -64,7 +75,7 @@ fn start(dir: &Path, db_url: &str) -> (Child, String) {
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (Running(child), addr)
 }
 
 async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
@@ -135,8 +146,8 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
     }
     // Let traffic build up, then kill the server without warning.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    server.kill().expect("kill -9");
-    server.wait().expect("reaped");
+    server.0.kill().expect("kill -9");
+    server.0.wait().expect("reaped");
     let mut results = Vec::new();
     for w in writers {
         results.push(w.await.expect("writer"));
@@ -145,7 +156,7 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
     assert!(acked_total > 50, "traffic was under way when the server died ({acked_total} acks)");
 
     // Restart: every chat is taken up again with every acknowledged message, once.
-    let (mut server, addr) = start(dir.path(), &db.url);
+    let (server, addr) = start(dir.path(), &db.url);
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
     let storage = kommunchat::storage::Storage::open(&db.url, &Default::default()).await.expect("open");
     for (c, (conversation, token, acked)) in results.iter().enumerate() {
@@ -187,8 +198,7 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
             assert_eq!((ack["client_msg_id"].as_str(), ack["seq"].as_u64()), (Some(id.as_str()), Some(*seq)));
         }
     }
-    server.kill().expect("stop");
-    let _ = server.wait();
+    drop(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
