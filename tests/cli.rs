@@ -1,6 +1,8 @@
 //! The `kommunchat` binary as a user runs it: `hours`, configuration errors,
 //! and the server starting with no arguments.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -150,13 +152,14 @@ fn a_bad_config_stops_start_up_naming_file_key_and_problem() {
 #[test]
 fn the_server_starts_with_no_config_and_answers() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = kommunchat()
+    let child = kommunchat()
         .current_dir(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
+    let mut child = common::ChildGuard(child);
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut admin_password = None;

@@ -7,10 +7,10 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Backend, Client, TestDb};
+use common::{Backend, ChildGuard, Client, TestDb};
 use serde_json::json;
 
 /// Open around the clock, every day, so the test does not depend on when it runs.
@@ -47,19 +47,8 @@ fn kommunchat(dir: &Path, db_url: &str) -> Command {
     cmd
 }
 
-/// A server process that is killed when dropped, so a failing test leaves
-/// none behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the server and returns it with its address.
-fn start(dir: &Path, db_url: &str) -> (Running, String) {
+fn start(dir: &Path, db_url: &str) -> (ChildGuard, String) {
     let mut child = kommunchat(dir, db_url)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
@@ -75,7 +64,7 @@ fn start(dir: &Path, db_url: &str) -> (Running, String) {
     };
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (Running(child), addr)
+    (ChildGuard(child), addr)
 }
 
 async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {

@@ -347,7 +347,7 @@ async fn no_message_text_or_personal_data_in_logs_at_info() {
          midsommarafton=[\"00:00-24:00\"]\njulafton=[\"00:00-24:00\"]\nnyarsafton=[\"00:00-24:00\"]\nday_before_holiday=[]\n[log]\nformat=\"json\"\n",
     )
     .expect("config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kommunchat"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kommunchat"))
         .current_dir(dir.path())
         .env("KOMMUNCHAT_LOG", "info")
         .env_remove("KOMMUNCHAT_CONFIG")
@@ -356,6 +356,7 @@ async fn no_message_text_or_personal_data_in_logs_at_info() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("starts");
+    let mut child = common::ChildGuard(child);
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let addr: std::net::SocketAddr = loop {
         let line = lines.next().expect("line").expect("utf-8");

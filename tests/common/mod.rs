@@ -347,3 +347,29 @@ pub fn core_settings() -> kommunchat::domain::chat::CoreSettings {
         },
     }
 }
+
+/// A spawned process (the real binary) that is killed when dropped, so a
+/// failing test leaves no server running. Derefs to the [`std::process::Child`].
+pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
