@@ -61,7 +61,7 @@ struct Args {
     /// Where to write results.json, results.md and latency.svg.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
-    /// Run only these scenarios (comma-separated: connections, relay, surge, reconnect).
+    /// Run only these scenarios (comma-separated: connections, relay, surge, reconnect, restart).
     #[arg(long)]
     only: Option<String>,
     /// SQLite durability for the relay: full (fsync per group commit, survives
@@ -90,6 +90,8 @@ pub struct Results {
     pub relay: Vec<scenarios::RelayResult>,
     pub surge: Option<scenarios::SurgeResult>,
     pub reconnect: Option<scenarios::ReconnectResult>,
+    /// The reconnect storm caused by a restart of the server.
+    pub restart: Option<scenarios::ReconnectResult>,
     pub peers: Vec<peers::PeerResult>,
     pub notes: Vec<String>,
 }
@@ -174,6 +176,7 @@ async fn run(args: Args, binary: PathBuf, command: String, machine: Machine) -> 
         relay: Vec::new(),
         surge: None,
         reconnect: None,
+        restart: None,
         peers: Vec::new(),
         notes: Vec::new(),
     };
@@ -212,8 +215,15 @@ async fn run(args: Args, binary: PathBuf, command: String, machine: Machine) -> 
 
     if wanted("reconnect") {
         eprintln!("reconnect storm: {} clients", args.storm);
-        let srv = ServerProcess::start(&binary, cpu, 3, "full")?;
-        results.reconnect = Some(scenarios::reconnect_storm(&srv, args.storm).await?);
+        let mut srv = ServerProcess::start(&binary, cpu, 3, "full")?;
+        results.reconnect = Some(scenarios::reconnect_storm(&mut srv, args.storm, false).await?);
+        srv.stop();
+    }
+
+    if wanted("restart") {
+        eprintln!("restart storm: {} clients, the server restarted under them", args.storm);
+        let mut srv = ServerProcess::start(&binary, cpu, 3, "full")?;
+        results.restart = Some(scenarios::reconnect_storm(&mut srv, args.storm, true).await?);
         srv.stop();
     }
 

@@ -33,13 +33,15 @@ pub fn problems(r: &Results) -> Vec<String> {
     {
         out.push("surge: the server's kommunchat_assignment_latency_seconds could not be read".into());
     }
-    if let Some(s) = &r.reconnect
-        && (s.lost > 0 || s.duplicated > 0 || s.resumed < s.clients)
-    {
-        out.push(format!(
-            "reconnect: {} of {} resumed, {} lost, {} duplicated",
-            s.resumed, s.clients, s.lost, s.duplicated
-        ));
+    for (name, s) in [("reconnect", &r.reconnect), ("restart", &r.restart)] {
+        if let Some(s) = s
+            && (s.lost > 0 || s.duplicated > 0 || s.moved > 0 || s.resumed < s.clients)
+        {
+            out.push(format!(
+                "{name}: {} of {} resumed, {} lost, {} duplicated, {} moved in the queue",
+                s.resumed, s.clients, s.lost, s.duplicated, s.moved
+            ));
+        }
     }
     for p in &problems_of_peers(r) {
         out.push(p.clone());
@@ -197,25 +199,35 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
-    if let Some(x) = &r.reconnect {
+    let storms: Vec<&crate::scenarios::ReconnectResult> = [&r.reconnect, &r.restart].into_iter().flatten().collect();
+    if !storms.is_empty() {
         let _ = writeln!(s, "### Reconnect storm\n");
         let _ = writeln!(
             s,
-            "| clients | resumed | all resumed after | retried reconnects | acknowledged before | lost | duplicated |"
+            "| clients | cause | all resumed after | retried reconnects | acknowledged before | lost | duplicated | place in the queue changed |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.1} s (≤ 10 s {}) | {} | {} | {} | {} |\n",
-            x.clients,
-            x.resumed,
-            x.seconds_to_all_resumed,
-            check(x.seconds_to_all_resumed <= 10.0),
-            x.retries,
-            x.acknowledged_before,
-            x.lost,
-            x.duplicated
-        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        for x in storms {
+            let cause = match x.restart_seconds {
+                Some(t) => format!("server restarted (SIGTERM to listening: {t:.1} s)"),
+                None => "connections dropped".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {} / {} | {} | {:.1} s (≤ 10 s {}) | {} | {} | {} | {} | {} |",
+                x.resumed,
+                x.clients,
+                cause,
+                x.seconds_to_all_resumed,
+                check(x.seconds_to_all_resumed <= 10.0),
+                x.retries,
+                x.acknowledged_before,
+                x.lost,
+                x.duplicated,
+                x.moved
+            );
+        }
+        let _ = writeln!(s);
     }
     for n in &r.notes {
         let _ = writeln!(s, "- {n}");

@@ -590,18 +590,27 @@ pub async fn surge(
 #[derive(Debug, Clone, Serialize)]
 pub struct ReconnectResult {
     pub clients: usize,
+    /// The server was restarted (a deploy) rather than the clients dropped.
+    pub restart: bool,
+    /// SIGTERM to listening again, the restored queue loaded (restart only).
+    pub restart_seconds: Option<f64>,
     pub resumed: usize,
+    /// From the storm (the drop, or the SIGTERM) until every client resumed.
     pub seconds_to_all_resumed: f64,
     /// Reconnects that failed or were refused and were tried again.
     pub retries: u64,
     pub acknowledged_before: u64,
     pub lost: u64,
     pub duplicated: u64,
+    /// Clients told another place in the queue than before (nobody left, so
+    /// every place must be the same).
+    pub moved: u64,
 }
 
 /// `n` queued citizens each send two messages (acknowledged), all lose
-/// their connections at once, and resume; every acknowledged message must
-/// come back exactly once.
+/// their connections at once (or, with `restart`, the server is restarted
+/// under them, as in a deploy), and resume; every acknowledged message must
+/// come back exactly once, and everyone must keep their place in the queue.
 /// Reconnect attempts per client in the storm before it counts as not resumed.
 const RECONNECT_ATTEMPTS: u64 = 20;
 /// An attempt that has not resumed by then is abandoned and tried again, as
@@ -609,7 +618,7 @@ const RECONNECT_ATTEMPTS: u64 = 20;
 /// the kernel's retransmission).
 const RECONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<ReconnectResult, String> {
+pub async fn reconnect_storm(server: &mut ServerProcess, n: usize, restart: bool) -> Result<ReconnectResult, String> {
     let limit = Arc::new(Semaphore::new(256));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -621,6 +630,7 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
             client::send(&mut ws, &json!({"type": "start"})).await.ok()?;
             let q = client::expect(&mut ws, "queued").await.ok()?;
             let token = q["resume_token"].as_str()?.to_owned();
+            let place = q["position"].as_u64()?;
             let mut acked = Vec::new();
             for k in 0..2 {
                 client::send(
@@ -632,7 +642,7 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
                 let ack = client::expect(&mut ws, "ack").await.ok()?;
                 acked.push(ack["seq"].as_u64()?);
             }
-            Some((ws, token, acked, i))
+            Some((ws, token, acked, place, i))
         }));
     }
     let mut clients = Vec::new();
@@ -642,16 +652,22 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
         }
     }
     let acknowledged_before: u64 = clients.iter().map(|c| c.2.len() as u64).sum();
-    // Everyone drops at once.
+    // Everyone drops at once, or the server goes down under them.
     let storm = Instant::now();
+    let restart_seconds = if restart {
+        server.restart()?;
+        Some(storm.elapsed().as_secs_f64())
+    } else {
+        None
+    };
     let mut to_resume = Vec::new();
-    for (ws, token, acked, i) in clients {
+    for (ws, token, acked, place, i) in clients {
         drop(ws);
-        to_resume.push((token, acked, i));
+        to_resume.push((token, acked, place, i));
     }
     let limit = Arc::new(Semaphore::new(512));
     let mut tasks = Vec::new();
-    for (token, acked, i) in to_resume {
+    for (token, acked, place, i) in to_resume {
         let limit = limit.clone();
         let addr = server.addr;
         tasks.push(tokio::spawn(async move {
@@ -676,6 +692,7 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
                     None => return None,
                 }
             };
+            let moved = resumed["position"].as_u64() != Some(place);
             let last = resumed["last_seq"].as_u64().unwrap_or(0);
             let mut seen = Vec::new();
             while seen.last().copied().unwrap_or(0) < last {
@@ -688,16 +705,17 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
                 u.dedup();
                 u.len()
             }) as u64;
-            Some((lost, duplicated, attempt, ws))
+            Some((lost, duplicated, attempt, moved, ws))
         }));
     }
     let mut resumed = 0;
-    let (mut lost, mut duplicated, mut retries) = (0, 0, 0);
+    let (mut lost, mut duplicated, mut retries, mut moved) = (0, 0, 0, 0);
     let mut keep = Vec::new();
     for t in tasks {
-        if let Ok(Some((l, d, r, ws))) = t.await {
+        if let Ok(Some((l, d, r, m, ws))) = t.await {
             resumed += 1;
             retries += r;
+            moved += u64::from(m);
             lost += l;
             duplicated += d;
             keep.push(ws);
@@ -706,12 +724,15 @@ pub async fn reconnect_storm(server: &ServerProcess, n: usize) -> Result<Reconne
     let seconds = storm.elapsed().as_secs_f64();
     Ok(ReconnectResult {
         clients: n,
+        restart,
+        restart_seconds,
         resumed,
         seconds_to_all_resumed: seconds,
         retries,
         acknowledged_before,
         lost,
         duplicated,
+        moved,
     })
 }
 

@@ -12,6 +12,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    binary: PathBuf,
+    cpu: Option<usize>,
 }
 
 /// Always open, limits raised for load from one machine.
@@ -55,33 +57,18 @@ impl ServerProcess {
         let mut text = config(max_chats);
         text.push_str(&format!("[storage]\nsqlite_synchronous = \"{sqlite_sync}\"\n"));
         std::fs::write(dir.path().join("kommunchat.toml"), text).map_err(|e| e.to_string())?;
-        let mut cmd = match cpu {
-            Some(cpu) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()]).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
-        let mut child = cmd
-            .current_dir(dir.path())
-            .env_remove("KOMMUNCHAT_CONFIG")
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            let line = lines.next().ok_or("the server exited before listening")?.map_err(|e| e.to_string())?;
-            if let Some(a) = line.strip_prefix("kommunchat listening on http://") {
-                break a.parse().map_err(|e| format!("{a}: {e}"))?;
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        eprintln!("  server pid {} on http://{addr}", child.id());
-        Ok(ServerProcess { child, addr, dir })
+        let (child, addr) = spawn(binary, cpu, dir.path(), "127.0.0.1:0")?;
+        Ok(ServerProcess { child, addr, dir, binary: binary.to_owned(), cpu })
+    }
+
+    /// A deploy: SIGTERM, wait for the exit, and start the same binary on
+    /// the same address and data directory. Returns once it listens again.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.terminate();
+        let (child, addr) = spawn(&self.binary, self.cpu, self.dir.path(), &self.addr.to_string())?;
+        self.child = child;
+        self.addr = addr;
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -110,6 +97,11 @@ impl ServerProcess {
     }
 
     pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 5 s.
+    fn terminate(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         for _ in 0..100 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -120,6 +112,38 @@ impl ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `kommunchat serve` in `dir` on `listen`, pinned to `cpu` if
+/// given, and waits until it listens.
+fn spawn(binary: &Path, cpu: Option<usize>, dir: &Path, listen: &str) -> Result<(Child, SocketAddr), String> {
+    let mut cmd = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = cmd
+        .current_dir(dir)
+        .env_remove("KOMMUNCHAT_CONFIG")
+        .args(["serve", "--listen", listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().ok_or("the server exited before listening")?.map_err(|e| e.to_string())?;
+        if let Some(a) = line.strip_prefix("kommunchat listening on http://") {
+            break a.parse().map_err(|e| format!("{a}: {e}"))?;
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    eprintln!("  server pid {} on http://{addr}", child.id());
+    Ok((child, addr))
 }
 
 /// Resident memory of a process in bytes.
