@@ -65,6 +65,7 @@ fn seed_ops(at: DateTime<Utc>, category: &str, texts: &[&str]) -> Vec<StoreOp> {
         });
     }
     ops.push(StoreOp::Ended {
+        wrap_up: false,
         conversation: id,
         at: at + TimeDelta::seconds(300),
         reason: EndReason::AdvisorEnded,

@@ -12,18 +12,19 @@ use serde_json::{Value, json};
 use kommunchat::domain::chat::{AdvisorProfile, ChatCore, Effect, Input, RestoredConversation, StoreOp, token_hash};
 use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest, EndReason, MessageView, Sender};
 
-mod sqlite {
-    #[tokio::test]
-    async fn queue_and_chats_survive_a_restart() {
-        super::queue_and_chats_survive_a_restart(super::Backend::Sqlite).await
-    }
+/// Runs an async test body once per storage backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
 }
-mod postgres {
-    #[tokio::test]
-    async fn queue_and_chats_survive_a_restart() {
-        super::queue_and_chats_survive_a_restart(super::Backend::Postgres).await
-    }
-}
+
+on_both_backends!(queue_and_chats_survive_a_restart, a_chat_in_wrap_up_goes_back_to_its_advisor);
 
 fn cid(frame: &Value) -> String {
     frame["conversation_id"].as_str().expect("conversation_id").to_owned()
@@ -135,6 +136,48 @@ async fn queue_and_chats_survive_a_restart(backend: Backend) {
     server.stop().await;
 }
 
+async fn a_chat_in_wrap_up_goes_back_to_its_advisor(backend: Backend) {
+    let mut server = TestServer::start_with(backend, |_| {}).await;
+    let anna = server.advisor("anna", true).await;
+    let cookie = anna.cookie.clone().expect("cookie");
+    let mut anna = anna;
+    let (mut ada, queued) = server.queued_citizen("Ada").await;
+    ada.expect("assigned").await;
+    let chat = anna.expect("assigned").await;
+    let conversation = cid(&chat["chat"]);
+    say(&mut ada, json!({"type": "message", "client_msg_id": "a1", "text": "Tack, det var allt."})).await;
+    ada.send(json!({"type": "leave"})).await;
+    let ended = ada.expect("ended").await;
+    assert_eq!(anna.expect("wrap_up").await["conversation_id"], conversation.as_str());
+
+    server.restart().await;
+
+    // Anna's console gets the chat back in wrap-up, with its transcript.
+    let mut anna = Client::connect(server.addr, "/ws/advisor", Some(&cookie)).await;
+    let welcome = anna.expect("welcome").await;
+    let chats = welcome["chats"].as_array().expect("chats");
+    assert_eq!(chats.len(), 1);
+    assert_eq!((cid(&chats[0]), chats[0]["state"].as_str()), (conversation.clone(), Some("wrap_up")));
+    assert_eq!(chats[0]["messages"].as_array().map(Vec::len), Some(1));
+    // Ada, coming back, learns how it ended.
+    let mut back = server.citizen().await;
+    back.expect("welcome").await;
+    back.send(json!({"type": "resume", "token": queued["resume_token"], "last_seq": 1})).await;
+    let told = back.expect("ended").await;
+    assert_eq!(told["errand_number"], ended["errand_number"]);
+
+    // Anna classifies it; the errand has the category, and it is not taken up again.
+    anna.send(json!({"type": "end", "conversation_id": conversation, "category": "Övrigt", "summary": "Klart."})).await;
+    anna.expect("chat_ended").await;
+    common::eventually("the category is stored", || async {
+        let errand = server.storage().errand(&conversation).await.expect("query").expect("row");
+        errand.category.as_deref() == Some("Övrigt")
+    })
+    .await;
+    assert!(server.storage().open_conversations().await.expect("read").is_empty());
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn the_queue_keeps_its_order_over_restarts_with_a_chat_sent_back_in_front() {
     let mut server = TestServer::start_with(Backend::Sqlite, |c| c.chat.max_chats_per_advisor = 1).await;
@@ -191,6 +234,7 @@ fn anna() -> AdvisorProfile {
 fn restored(token: &str, advisor: Option<AdvisorProfile>, messages: Vec<MessageView>) -> RestoredConversation {
     RestoredConversation {
         queue_place: advisor.is_none().then_some(0),
+        wrap_up: None,
         id: uuid::Uuid::new_v4(),
         token_hash: token_hash(token),
         citizen_name: Some("Ada".into()),
@@ -268,6 +312,22 @@ fn a_restored_advisor_who_never_comes_back_has_the_chat_sent_to_the_front_of_the
         _ => None,
     });
     assert_eq!(told, Some((1, &"token-of-ada".to_owned())));
+}
+
+#[test]
+fn a_restored_wrap_up_whose_advisor_never_returns_is_closed_as_it_stands() {
+    let settings = common::core_settings();
+    let grace = settings.advisor_grace;
+    let mut core = ChatCore::new(settings);
+    let mut wrap_up = restored("token-of-ada", Some(anna()), vec![message(1, Sender::Citizen, "a1", "Hej då")]);
+    wrap_up.wrap_up = Some(EndReason::CitizenLeft);
+    let id = wrap_up.id;
+    core.restore(monday(), vec![wrap_up]);
+    assert_eq!(core.live_figures(monday()).active_chats, 0, "a wrap-up is not an active chat");
+    let mut out = Vec::new();
+    core.handle(monday() + grace, Input::Tick, &mut out);
+    assert!(stored_ops(&out).iter().any(|op| matches!(op,
+        StoreOp::Classified { conversation, category: None, .. } if *conversation == id)));
 }
 
 #[test]

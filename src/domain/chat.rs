@@ -83,6 +83,9 @@ pub struct RestoredConversation {
     pub advisor: Option<AdvisorProfile>,
     pub first_assigned_at: Option<DateTime<Utc>>,
     pub errand_number: Option<String>,
+    /// Set when the citizen has gone (for this reason) and the advisor has
+    /// still to close the chat: it comes back in wrap-up.
+    pub wrap_up: Option<EndReason>,
     /// The stored transcript in `seq` order (`personnummer` is worked out again).
     pub messages: Vec<MessageView>,
 }
@@ -203,6 +206,9 @@ pub enum StoreOp {
         outcome: Outcome,
         category: Option<String>,
         summary: Option<String>,
+        /// The citizen left first: the advisor has still to close it (wrap-up),
+        /// and a restart gives it back to them.
+        wrap_up: bool,
     },
     /// The advisor's category and summary after the citizen had gone.
     Classified { conversation: ConversationId, category: Option<String>, summary: Option<String> },
@@ -422,6 +428,64 @@ impl ChatCore {
         &self.settings
     }
 
+    /// A chat the citizen has left and the advisor has still to close: back
+    /// to the advisor in wrap-up, as it was. A citizen who reconnects learns
+    /// how it ended for one grace period, as after any end. Without its
+    /// advisor's account it cannot be closed by anyone and is left out.
+    fn restore_wrap_up(&mut self, now: DateTime<Utc>, r: RestoredConversation, reason: EndReason) {
+        let Some(profile) = r.advisor else { return };
+        let id = r.id;
+        let advisor = self.advisors.entry(profile.id).or_insert_with(|| Advisor {
+            profile: profile.clone(),
+            status: AdvisorStatus::Away,
+            status_before_disconnect: None,
+            conn: None,
+            gone_at: Some(now),
+            chats: BTreeSet::new(),
+            active: 0,
+            last_assigned_at: r.first_assigned_at,
+        });
+        // In wrap-up: not counted against the advisor's limit.
+        advisor.chats.insert(id);
+        self.ended_tokens.insert(r.token_hash.clone(), (r.errand_number.clone(), reason));
+        self.ended_expiry.push_back((now + self.settings.citizen_grace, r.token_hash.clone()));
+        let mut history = r.messages;
+        for m in &mut history {
+            m.personnummer = !super::personnummer::find(&m.text, local_date(m.sent_at).year()).is_empty();
+        }
+        let next_seq = history.last().map_or(1, |m| m.seq + 1);
+        self.conversations.insert(
+            id,
+            Conversation {
+                id,
+                token: None,
+                token_hash: r.token_hash,
+                citizen_conn: None,
+                citizen_gone_at: None,
+                citizen_name: r.citizen_name,
+                topic: r.topic,
+                language: r.language,
+                queued_at: r.queued_at,
+                phase: Phase::WrapUp(profile.id),
+                assigned_at: r.first_assigned_at,
+                ever_assigned: true,
+                errand_number: r.errand_number,
+                returned_by: None,
+                next_seq,
+                history,
+                pending: Vec::new(),
+                client_ids: HashMap::new(),
+                last_activity: now,
+                warned_at: None,
+                wrap_up_since: Some(now),
+                end_reason: Some(reason),
+                last_position: 0,
+                last_sent: None,
+                last_sent_tick: 0,
+            },
+        );
+    }
+
     /// Takes up the conversations the last run left open, before any
     /// connection: those waiting go back into the queue in the order given,
     /// those with an advisor stay with that advisor. Nobody is connected yet,
@@ -435,6 +499,10 @@ impl ChatCore {
         for r in conversations {
             let id = r.id;
             if self.conversations.contains_key(&id) {
+                continue;
+            }
+            if let Some(reason) = r.wrap_up {
+                self.restore_wrap_up(now, r, reason);
                 continue;
             }
             let phase = match (r.queue_place, &r.advisor) {
@@ -976,6 +1044,7 @@ impl ChatCore {
             outcome,
             category: None,
             summary: None,
+            wrap_up: false,
         }));
     }
 
@@ -1001,6 +1070,7 @@ impl ChatCore {
             outcome: Outcome::Served,
             category: None,
             summary: None,
+            wrap_up: true,
         }));
         if let Some(a) = self.advisors.get_mut(&advisor) {
             a.active = a.active.saturating_sub(1);
@@ -1556,6 +1626,7 @@ impl ChatCore {
                     outcome: Outcome::Served,
                     category,
                     summary,
+                    wrap_up: false,
                 }));
                 if let Some(a) = self.advisors.get_mut(&advisor_id) {
                     a.active = a.active.saturating_sub(1);

@@ -321,6 +321,19 @@ impl EndReason {
             EndReason::Abandoned => "abandoned",
         }
     }
+
+    pub fn parse(s: &str) -> Option<EndReason> {
+        [
+            EndReason::AdvisorEnded,
+            EndReason::CitizenLeft,
+            EndReason::CitizenDisconnected,
+            EndReason::Inactivity,
+            EndReason::Interrupted,
+            EndReason::Abandoned,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 // ---------------------------------------------------------------- -> advisor

@@ -24,7 +24,7 @@ pub use writer::{StoreWriter, WriterHandle};
 use crate::config::{RetentionConfig, SqliteSynchronous as SyncSetting, StorageConfig};
 use crate::domain::chat::{AdvisorProfile, Committed, ConversationId, RestoredConversation, StoreOp, UserId};
 use crate::domain::stats::{ConversationFacts, RefusalFact};
-use crate::protocol::ws::{MessageView, Sender};
+use crate::protocol::ws::{EndReason, MessageView, Sender};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -428,14 +428,15 @@ impl Storage {
                         events.push(QueueEvent { advisor: Some(*advisor), ..QueueEvent::new(Some(conversation), "requeued", *at) });
                         Committed::Done
                     }
-                    StoreOp::Ended { conversation, at, reason, outcome, category, summary } => {
+                    StoreOp::Ended { conversation, at, reason, outcome, category, summary, wrap_up } => {
                         let id = conversation.to_string();
-                        sqlx::query("UPDATE conversations SET ended_at = $1, end_reason = $2, outcome = $3, category = COALESCE($4, category), summary = COALESCE($5, summary) WHERE id = $6")
+                        sqlx::query("UPDATE conversations SET ended_at = $1, end_reason = $2, outcome = $3, category = COALESCE($4, category), summary = COALESCE($5, summary), wrap_up_pending = $6 WHERE id = $7")
                             .bind(millis(*at))
                             .bind(reason.as_str())
                             .bind(outcome.as_str())
                             .bind(category.as_deref())
                             .bind(summary.as_deref())
+                            .bind(i32::from(*wrap_up))
                             .bind(&id)
                             .execute(&mut *tx)
                             .await?;
@@ -443,7 +444,7 @@ impl Storage {
                         Committed::Ended { conversation: *conversation }
                     }
                     StoreOp::Classified { conversation, category, summary } => {
-                        sqlx::query("UPDATE conversations SET category = COALESCE($1, category), summary = COALESCE($2, summary) WHERE id = $3")
+                        sqlx::query("UPDATE conversations SET category = COALESCE($1, category), summary = COALESCE($2, summary), wrap_up_pending = 0 WHERE id = $3")
                             .bind(category.as_deref())
                             .bind(summary.as_deref())
                             .bind(conversation.to_string())
@@ -535,22 +536,29 @@ impl Storage {
     }
 
     /// Every conversation still open (left by the last run, after a clean
-    /// stop or a crash), with its transcript and its place in the queue, for
+    /// stop or a crash), with its transcript and its place in the queue, and
+    /// every one in wrap-up (the citizen gone, the advisor not yet done), for
     /// [`ChatCore::restore`].
     ///
     /// [`ChatCore::restore`]: crate::domain::chat::ChatCore::restore
     pub async fn open_conversations(&self) -> Result<Vec<RestoredConversation>, StorageError> {
         let restored = on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            let rows = sqlx::query(
-                "SELECT c.id, c.resume_token_hash, c.citizen_name, c.topic, c.language, c.queued_at, c.queue_place, \
-                 c.errand_number, c.first_assigned_at, u.id AS user_id, u.username, u.display_name, u.role \
-                 FROM conversations c LEFT JOIN users u ON u.id = c.advisor_id \
-                 WHERE c.ended_at IS NULL AND c.resume_token_hash IS NOT NULL \
-                 ORDER BY c.queued_at, c.id",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+            let mut rows = Vec::new();
+            // Open, and in wrap-up: two queries, each on its partial index.
+            for which in ["c.ended_at IS NULL", "c.wrap_up_pending = 1"] {
+                rows.extend(
+                    sqlx::query(&format!(
+                        "SELECT c.id, c.resume_token_hash, c.citizen_name, c.topic, c.language, c.queued_at, c.queue_place, \
+                         c.errand_number, c.first_assigned_at, c.ended_at, c.end_reason, \
+                         u.id AS user_id, u.username, u.display_name, u.role \
+                         FROM conversations c LEFT JOIN users u ON u.id = c.advisor_id \
+                         WHERE {which} AND c.resume_token_hash IS NOT NULL ORDER BY c.queued_at, c.id"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?,
+                );
+            }
             let mut restored = Vec::with_capacity(rows.len());
             let mut index = HashMap::with_capacity(rows.len());
             for row in rows {
@@ -570,6 +578,16 @@ impl Storage {
                     }),
                     _ => None,
                 };
+                // Ended, yet here: in wrap-up, for this reason.
+                let wrap_up = match row.try_get::<Option<i64>, _>("ended_at")? {
+                    Some(_) => Some(
+                        row.try_get::<Option<String>, _>("end_reason")?
+                            .as_deref()
+                            .and_then(EndReason::parse)
+                            .unwrap_or(EndReason::CitizenLeft),
+                    ),
+                    None => None,
+                };
                 index.insert(id, restored.len());
                 restored.push(RestoredConversation {
                     id: uuid,
@@ -582,16 +600,22 @@ impl Storage {
                     advisor,
                     first_assigned_at: row.try_get::<Option<i64>, _>("first_assigned_at")?.map(from_millis),
                     errand_number: row.try_get("errand_number")?,
+                    wrap_up,
                     messages: Vec::new(),
                 });
             }
-            let messages = sqlx::query(
-                "SELECT m.conversation_id, m.seq, m.sender, m.sender_name, m.client_msg_id, m.body, m.sent_at \
-                 FROM messages m JOIN conversations c ON c.id = m.conversation_id \
-                 WHERE c.ended_at IS NULL ORDER BY m.conversation_id, m.seq",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
+            let mut messages = Vec::new();
+            for which in ["c.ended_at IS NULL", "c.wrap_up_pending = 1"] {
+                messages.extend(
+                    sqlx::query(&format!(
+                        "SELECT m.conversation_id, m.seq, m.sender, m.sender_name, m.client_msg_id, m.body, m.sent_at \
+                         FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                         WHERE {which} ORDER BY m.conversation_id, m.seq"
+                    ))
+                    .fetch_all(&mut *tx)
+                    .await?,
+                );
+            }
             for row in messages {
                 let conversation: String = row.try_get("conversation_id")?;
                 let Some(&i) = index.get(&conversation) else { continue };
