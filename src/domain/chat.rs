@@ -428,72 +428,16 @@ impl ChatCore {
         &self.settings
     }
 
-    /// A chat the citizen has left and the advisor has still to close: back
-    /// to the advisor in wrap-up, as it was. A citizen who reconnects learns
-    /// how it ended for one grace period, as after any end. Without its
-    /// advisor's account it cannot be closed by anyone and is left out.
-    fn restore_wrap_up(&mut self, now: DateTime<Utc>, r: RestoredConversation, reason: EndReason) {
-        let Some(profile) = r.advisor else { return };
-        let id = r.id;
-        let advisor = self.advisors.entry(profile.id).or_insert_with(|| Advisor {
-            profile: profile.clone(),
-            status: AdvisorStatus::Away,
-            status_before_disconnect: None,
-            conn: None,
-            gone_at: Some(now),
-            chats: BTreeSet::new(),
-            active: 0,
-            last_assigned_at: r.first_assigned_at,
-        });
-        // In wrap-up: not counted against the advisor's limit.
-        advisor.chats.insert(id);
-        self.ended_tokens.insert(r.token_hash.clone(), (r.errand_number.clone(), reason));
-        self.ended_expiry.push_back((now + self.settings.citizen_grace, r.token_hash.clone()));
-        let mut history = r.messages;
-        for m in &mut history {
-            m.personnummer = !super::personnummer::find(&m.text, local_date(m.sent_at).year()).is_empty();
-        }
-        let next_seq = history.last().map_or(1, |m| m.seq + 1);
-        self.conversations.insert(
-            id,
-            Conversation {
-                id,
-                token: None,
-                token_hash: r.token_hash,
-                citizen_conn: None,
-                citizen_gone_at: None,
-                citizen_name: r.citizen_name,
-                topic: r.topic,
-                language: r.language,
-                queued_at: r.queued_at,
-                phase: Phase::WrapUp(profile.id),
-                assigned_at: r.first_assigned_at,
-                ever_assigned: true,
-                errand_number: r.errand_number,
-                returned_by: None,
-                next_seq,
-                history,
-                pending: Vec::new(),
-                client_ids: HashMap::new(),
-                last_activity: now,
-                warned_at: None,
-                wrap_up_since: Some(now),
-                end_reason: Some(reason),
-                last_position: 0,
-                last_sent: None,
-                last_sent_tick: 0,
-            },
-        );
-    }
-
     /// Takes up the conversations the last run left open, before any
-    /// connection: those waiting go back into the queue in the order given,
-    /// those with an advisor stay with that advisor. Nobody is connected yet,
-    /// so each side gets its grace period from `now` to come back, exactly as
-    /// after a dropped connection: a citizen who does not resume in time leaves
-    /// the chat, and an advisor who does not return in time has the chats sent
-    /// back to the front of the queue. Retried messages are recognised by
-    /// their `client_msg_id` as before, so nothing acknowledged is stored twice.
+    /// connection: those waiting go back into the queue at their places,
+    /// those with an advisor stay with that advisor, and those in wrap-up go
+    /// back to their advisor to close. Nobody is connected yet, so each side
+    /// gets its grace period from `now` to come back, exactly as after a
+    /// dropped connection: a citizen who does not resume in time leaves the
+    /// chat, and an advisor who does not return in time has the chats sent
+    /// back to the front of the queue (and those in wrap-up closed as they
+    /// stand). Retried messages are recognised by their `client_msg_id` as
+    /// before, so nothing acknowledged is stored twice.
     pub fn restore(&mut self, now: DateTime<Utc>, conversations: Vec<RestoredConversation>) {
         let restored: Vec<ConversationId> = conversations.iter().map(|r| r.id).collect();
         for r in conversations {
@@ -501,30 +445,22 @@ impl ChatCore {
             if self.conversations.contains_key(&id) {
                 continue;
             }
-            if let Some(reason) = r.wrap_up {
-                self.restore_wrap_up(now, r, reason);
-                continue;
-            }
-            let phase = match (r.queue_place, &r.advisor) {
-                (Some(place), _) => {
+            let phase = match (r.wrap_up, r.queue_place, &r.advisor) {
+                // In wrap-up without its advisor's account: nobody could close it.
+                (Some(_), _, None) => continue,
+                (Some(_), _, Some(profile)) => {
+                    // Not counted against the advisor's limit.
+                    self.restored_advisor(now, profile, r.first_assigned_at).chats.insert(id);
+                    Phase::WrapUp(profile.id)
+                }
+                (None, Some(place), _) => {
                     Phase::Queued(self.queue.restore(place, id).unwrap_or_else(|| self.queue.push_back(id)))
                 }
                 // Its advisor's account is gone: to the front, as when an
                 // advisor does not come back.
-                (None, None) => Phase::Queued(self.queue.push_front(id)),
-                (None, Some(profile)) => {
-                    let advisor = self.advisors.entry(profile.id).or_insert_with(|| Advisor {
-                        profile: profile.clone(),
-                        // As after any reconnect that found nothing to restore:
-                        // the console says again whether it takes new chats.
-                        status: AdvisorStatus::Away,
-                        status_before_disconnect: None,
-                        conn: None,
-                        gone_at: Some(now),
-                        chats: BTreeSet::new(),
-                        active: 0,
-                        last_assigned_at: r.first_assigned_at,
-                    });
+                (None, None, None) => Phase::Queued(self.queue.push_front(id)),
+                (None, None, Some(profile)) => {
+                    let advisor = self.restored_advisor(now, profile, r.first_assigned_at);
                     advisor.chats.insert(id);
                     advisor.active += 1;
                     Phase::Chatting(profile.id)
@@ -542,8 +478,15 @@ impl ChatCore {
                 }
             }
             let next_seq = history.last().map_or(1, |m| m.seq + 1);
-            self.by_token.insert(r.token_hash.clone(), id);
-            self.citizen_deadlines.insert((now, id));
+            let wrap_up = r.wrap_up.is_some();
+            if let Some(reason) = r.wrap_up {
+                // Over for the citizen: a citizen who comes back learns how.
+                self.ended_tokens.insert(r.token_hash.clone(), (r.errand_number.clone(), reason));
+                self.ended_expiry.push_back((now + self.settings.citizen_grace, r.token_hash.clone()));
+            } else {
+                self.by_token.insert(r.token_hash.clone(), id);
+                self.citizen_deadlines.insert((now, id));
+            }
             self.conversations.insert(
                 id,
                 Conversation {
@@ -551,13 +494,13 @@ impl ChatCore {
                     token: None,
                     token_hash: r.token_hash,
                     citizen_conn: None,
-                    citizen_gone_at: Some(now),
+                    citizen_gone_at: (!wrap_up).then_some(now),
                     citizen_name: r.citizen_name,
                     topic: r.topic,
                     language: r.language,
                     queued_at: r.queued_at,
                     phase,
-                    assigned_at: if matches!(phase, Phase::Chatting(_)) { r.first_assigned_at } else { None },
+                    assigned_at: if matches!(phase, Phase::Queued(_)) { None } else { r.first_assigned_at },
                     ever_assigned: r.errand_number.is_some() || r.first_assigned_at.is_some(),
                     errand_number: r.errand_number,
                     returned_by: None,
@@ -568,8 +511,8 @@ impl ChatCore {
                     // The time the server was down is not the citizen's silence.
                     last_activity: now,
                     warned_at: None,
-                    wrap_up_since: None,
-                    end_reason: None,
+                    wrap_up_since: wrap_up.then_some(now),
+                    end_reason: r.wrap_up,
                     last_position: 0,
                     last_sent: None,
                     last_sent_tick: 0,
@@ -584,6 +527,27 @@ impl ChatCore {
                 c.last_position = position;
             }
         }
+    }
+
+    /// The advisor of restored chats, gone since `now` (the grace period
+    /// runs) and `away`, as after any reconnect that found nothing to
+    /// restore: the console says again whether it takes new chats.
+    fn restored_advisor(
+        &mut self,
+        now: DateTime<Utc>,
+        profile: &AdvisorProfile,
+        last_assigned_at: Option<DateTime<Utc>>,
+    ) -> &mut Advisor {
+        self.advisors.entry(profile.id).or_insert_with(|| Advisor {
+            profile: profile.clone(),
+            status: AdvisorStatus::Away,
+            status_before_disconnect: None,
+            conn: None,
+            gone_at: Some(now),
+            chats: BTreeSet::new(),
+            active: 0,
+            last_assigned_at,
+        })
     }
 
     /// Handles one input at instant `now`, appending what must be done to `out`.
