@@ -1,26 +1,15 @@
 //! The chat hub end to end: real server on port 0, real WebSocket clients,
 //! each test on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta};
-use common::{Backend, Client, TestServer};
+use common::{Backend, Client, TestServer, cid, say};
 use serde_json::{Value, json};
-
-/// Runs an async test body once per storage backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
 
 on_both_backends!(
     full_flow_from_start_to_errand,
@@ -39,23 +28,6 @@ on_both_backends!(
 
 async fn start(backend: Backend) -> TestServer {
     TestServer::start_with(backend, |_| {}).await
-}
-
-fn cid(frame: &Value) -> String {
-    frame["conversation_id"].as_str().expect("conversation_id").to_owned()
-}
-
-/// Sends a message and waits for its ack; returns the seq.
-async fn say(client: &mut Client, frame: Value) -> u64 {
-    let id = frame["client_msg_id"].as_str().expect("id").to_owned();
-    client.send(frame).await;
-    loop {
-        let f = client.next().await.expect("open");
-        if f["type"] == "ack" && f["client_msg_id"] == id.as_str() {
-            return f["seq"].as_u64().expect("seq");
-        }
-        assert_ne!(f["type"], "error", "unexpected error: {f}");
-    }
 }
 
 async fn full_flow_from_start_to_errand(backend: Backend) {

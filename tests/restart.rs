@@ -3,45 +3,17 @@
 //! with real WebSocket clients, on SQLite and on PostgreSQL; the grace-period
 //! tests drive the chat core directly (no I/O, time passed in).
 
+#[macro_use]
 mod common;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{Backend, Client, TestServer};
+use common::{Backend, Client, TestServer, cid, say};
 use serde_json::{Value, json};
 
 use kommunchat::domain::chat::{AdvisorProfile, ChatCore, Effect, Input, RestoredConversation, StoreOp, token_hash};
 use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest, EndReason, MessageView, Sender};
 
-/// Runs an async test body once per storage backend.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
 on_both_backends!(queue_and_chats_survive_a_restart, a_chat_in_wrap_up_goes_back_to_its_advisor);
-
-fn cid(frame: &Value) -> String {
-    frame["conversation_id"].as_str().expect("conversation_id").to_owned()
-}
-
-/// Sends a message and waits for its ack; returns the seq.
-async fn say(client: &mut Client, frame: Value) -> u64 {
-    let id = frame["client_msg_id"].as_str().expect("id").to_owned();
-    client.send(frame).await;
-    loop {
-        let f = client.next().await.expect("open");
-        if f["type"] == "ack" && f["client_msg_id"] == id.as_str() {
-            return f["seq"].as_u64().expect("seq");
-        }
-        assert_ne!(f["type"], "error", "unexpected error: {f}");
-    }
-}
 
 /// A new connection that resumes with `token`; returns the client and every
 /// frame up to and including `resumed`.

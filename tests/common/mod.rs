@@ -3,6 +3,19 @@
 //! real WebSocket and HTTP clients.
 #![allow(dead_code)]
 
+/// Runs an async test body once per storage backend.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -371,5 +384,23 @@ impl Drop for ChildGuard {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+}
+
+/// The `conversation_id` of a frame.
+pub fn cid(frame: &Value) -> String {
+    frame["conversation_id"].as_str().expect("conversation_id").to_owned()
+}
+
+/// Sends a message and waits for its ack; returns the seq.
+pub async fn say(client: &mut Client, frame: Value) -> u64 {
+    let id = frame["client_msg_id"].as_str().expect("id").to_owned();
+    client.send(frame).await;
+    loop {
+        let f = client.next().await.expect("open");
+        if f["type"] == "ack" && f["client_msg_id"] == id.as_str() {
+            return f["seq"].as_u64().expect("seq");
+        }
+        assert_ne!(f["type"], "error", "unexpected error: {f}");
     }
 }
