@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use chrono::{NaiveDate, TimeDelta};
@@ -305,6 +305,13 @@ pub struct SecurityConfig {
     pub session_check_seconds: u64,
     /// Sign-in failures allowed per account and per address before delays start.
     pub login_free_attempts: u32,
+    /// Addresses of reverse proxies in front of kommunchat (e.g. `127.0.0.1`
+    /// for nginx on the same host). A request from one of them counts as
+    /// coming from the client its `X-Forwarded-For` names (the nearest
+    /// address in it that is not itself a trusted proxy): the per-address
+    /// limits then apply per citizen, not to the proxy. Empty: the header is
+    /// ignored (any client can write it).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for SecurityConfig {
@@ -319,6 +326,7 @@ impl Default for SecurityConfig {
             handshake_timeout_seconds: 10,
             session_check_seconds: 30,
             login_free_attempts: 5,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -263,6 +263,37 @@ async fn anonymous_connections_per_address_are_capped() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_the_cap_counts_each_forwarded_client() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.security.max_citizen_connections_per_address = 2;
+        c.security.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")];
+    })
+    .await;
+    let from = |client: &'static str| [("x-forwarded-for", client)];
+    let mut open = Vec::new();
+    for client in ["198.51.100.1", "198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        let mut request = format!("ws://{}/ws/citizen", server.addr).into_client_request().expect("request");
+        request.headers_mut().insert("x-forwarded-for", client.parse().expect("header"));
+        open.push(tokio_tungstenite::connect_async(request).await.expect("each forwarded client has its own slots"));
+    }
+    // The third from the same client is refused, whatever it puts in front.
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &from("198.51.100.1")).await, 429);
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &from("203.0.113.5, 198.51.100.1")).await, 429);
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_x_forwarded_for_is_ignored() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.security.max_citizen_connections_per_address = 2).await;
+    let mut open = Vec::new();
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        let mut request = format!("ws://{}/ws/citizen", server.addr).into_client_request().expect("request");
+        request.headers_mut().insert("x-forwarded-for", client.parse().expect("header"));
+        open.push(tokio_tungstenite::connect_async(request).await.expect("connects"));
+    }
+    assert_eq!(upgrade_status(&server, "/ws/citizen", &[("x-forwarded-for", "198.51.100.3")]).await, 429);
+}
+
+#[tokio::test]
 async fn the_global_connection_cap_refuses_clearly() {
     let server = TestServer::start_with(Backend::Sqlite, |c| c.security.max_connections = 4).await;
     let mut open = Vec::new();

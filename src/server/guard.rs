@@ -1,7 +1,8 @@
 //! Defences at the door: origin checks (cross-site WebSocket hijacking and
-//! CSRF), sign-in throttling, and the per-address cap on anonymous sockets.
+//! CSRF), sign-in throttling, the per-address cap on anonymous sockets, and
+//! which address a request counts as coming from.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, header};
@@ -9,6 +10,32 @@ use chrono::{DateTime, TimeDelta, Utc};
 use dashmap::DashMap;
 
 use crate::config::SecurityConfig;
+
+/// The address a request counts as coming from, for the per-address limits.
+/// The peer's own, unless the peer is one of the `trusted` proxies: then the
+/// nearest address in `X-Forwarded-For` (read from the right, past further
+/// trusted proxies) that is not a trusted proxy. Addresses to the left of it
+/// were written by the client and prove nothing. A header that cannot be
+/// read leaves the request counted against the proxy.
+pub fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> SocketAddr {
+    if trusted.is_empty() || !trusted.contains(&peer.ip()) {
+        return peer;
+    }
+    let mut hops = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else { return peer };
+        for hop in value.split(',') {
+            let hop = hop.trim();
+            // "1.2.3.4", "2001:db8::1", or with a port: "1.2.3.4:5678", "[2001:db8::1]:5678".
+            let Some(ip) = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip())) else {
+                return peer;
+            };
+            hops.push(ip);
+        }
+    }
+    let client = hops.iter().rev().find(|ip| !trusted.contains(ip)).or(hops.first());
+    client.map_or(peer, |ip| SocketAddr::new(*ip, 0))
+}
 
 /// Which origins a request may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +178,40 @@ impl PerAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_address_is_taken_from_a_trusted_proxy_only_and_from_the_right() {
+        let proxy: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let stranger: SocketAddr = "203.0.113.9:40000".parse().expect("addr");
+        let trusted: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip")];
+        let ip = |a: SocketAddr| a.ip().to_string();
+        // Nobody trusted, or a peer that is not a proxy: the header is ignored.
+        assert_eq!(client_address(proxy, &forwarded(&["198.51.100.7"]), &[]), proxy);
+        assert_eq!(client_address(stranger, &forwarded(&["198.51.100.7"]), &trusted), stranger);
+        // Through the proxy.
+        assert_eq!(ip(client_address(proxy, &forwarded(&["198.51.100.7"]), &trusted)), "198.51.100.7");
+        // A forged entry on the left does not count; a second trusted proxy is passed over.
+        let chain = forwarded(&["6.6.6.6, 198.51.100.7", "10.0.0.2"]);
+        assert_eq!(ip(client_address(proxy, &chain, &trusted)), "198.51.100.7");
+        // Ports and IPv6.
+        assert_eq!(ip(client_address(proxy, &forwarded(&["198.51.100.7:5555"]), &trusted)), "198.51.100.7");
+        assert_eq!(ip(client_address(proxy, &forwarded(&["[2001:db8::1]:443"]), &trusted)), "2001:db8::1");
+        assert_eq!(ip(client_address(proxy, &forwarded(&["2001:db8::1"]), &trusted)), "2001:db8::1");
+        // No header, or one that cannot be read: counted against the proxy.
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(client_address(proxy, &forwarded(&["unknown"]), &trusted), proxy);
+        assert_eq!(client_address(proxy, &forwarded(&["198.51.100.7, not-an-ip"]), &trusted), proxy);
+        // Only proxies in the chain: the one furthest out.
+        assert_eq!(ip(client_address(proxy, &forwarded(&["10.0.0.2"]), &trusted)), "10.0.0.2");
+    }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

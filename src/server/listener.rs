@@ -27,6 +27,9 @@ pub struct ServeOptions {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// How long to wait for open requests after shutdown begins.
     pub drain_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see
+    /// [`super::guard::client_address`]).
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
 impl std::fmt::Debug for ServeOptions {
@@ -153,8 +156,10 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let trusted = options.trusted_proxies.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(peer));
+        let client = super::guard::client_address(peer, request.headers(), &trusted);
+        request.extensions_mut().insert(ConnectInfo(client));
         router.clone().oneshot(request)
     });
     let connection = hyper::server::conn::http1::Builder::new()

@@ -126,6 +126,7 @@ impl Server {
             handshake_timeout: Duration::from_secs(config.security.handshake_timeout_seconds),
             tls,
             drain_timeout: DRAIN_TIMEOUT,
+            trusted_proxies: config.security.trusted_proxies.clone().into(),
         };
         let app = Arc::new(App {
             throttle: guard::LoginThrottle::new(config.security.login_free_attempts),
