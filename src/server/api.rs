@@ -140,7 +140,7 @@ pub async fn login(
     }
     let now = app.clock.now();
     let account_key = format!("user:{}", request.username);
-    let keys = [account_key.clone(), format!("ip:{}", peer.ip())];
+    let keys = [account_key.clone(), format!("ip:{}", super::guard::address_key(peer.ip()))];
     if let Some(wait) = app.throttle.blocked(&keys, now) {
         return Err(ApiError::TooManyAttempts(wait));
     }

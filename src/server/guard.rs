@@ -37,6 +37,21 @@ pub fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr])
     client.map_or(peer, |ip| SocketAddr::new(*ip, 0))
 }
 
+/// What the per-address limits count by: an IPv4 address as it is (also when
+/// written as IPv6, `::ffff:a.b.c.d`), an IPv6 address by its /64 network.
+/// One household or phone gets a whole /64 and may pick any address in it,
+/// so counting single IPv6 addresses would let one client open as many
+/// sockets, and try as many passwords, as it likes.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        },
+    }
+}
+
 /// Which origins a request may come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowed {
@@ -164,8 +179,9 @@ impl Drop for AddressSlot {
 }
 
 impl PerAddress {
-    /// Takes a slot if the address has fewer than `max` open.
+    /// Takes a slot if the address (its [`address_key`]) has fewer than `max` open.
     pub fn take(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<AddressSlot> {
+        let address = address_key(address);
         let mut n = self.counts.entry(address).or_insert(0);
         if *n >= max {
             return None;
@@ -258,6 +274,20 @@ mod tests {
         t.succeeded("user:anna");
         assert!(t.blocked(&["user:anna".to_string()], now + TimeDelta::seconds(40)).is_none());
         assert!(t.blocked(&["ip:1.2.3.4".to_string()], now + TimeDelta::seconds(40)).is_some());
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_slash_64_and_mapped_ipv4_as_ipv4() {
+        let key = |s: &str| address_key(s.parse().expect("ip")).to_string();
+        assert_eq!(key("198.51.100.7"), "198.51.100.7");
+        assert_eq!(key("::ffff:198.51.100.7"), "198.51.100.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        let p = Arc::new(PerAddress::default());
+        let _a = p.take("2001:db8::1".parse().expect("ip"), 1).expect("first");
+        assert!(p.take("2001:db8::2".parse().expect("ip"), 1).is_none(), "same /64, same count");
+        assert!(p.take("2001:db8:0:1::1".parse().expect("ip"), 1).is_some(), "another /64");
     }
 
     #[test]
