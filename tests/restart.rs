@@ -182,6 +182,41 @@ async fn the_queue_keeps_its_order_over_restarts_with_a_chat_sent_back_in_front(
 }
 
 #[tokio::test]
+async fn wait_estimates_go_on_from_the_handling_times_before_the_restart() {
+    let mut server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.chat.max_chats_per_advisor = 1;
+        c.chat.assumed_handle_seconds = 300;
+    })
+    .await;
+    let mut anna = server.advisor("anna", true).await;
+    let cookie = anna.cookie.clone().expect("cookie");
+    // Two quick chats of a minute each teach the estimate that chats are short.
+    for name in ["Ada", "Bo"] {
+        let (mut citizen, _) = server.queued_citizen(name).await;
+        citizen.expect("assigned").await;
+        let chat = anna.expect("assigned").await;
+        server.clock.advance(TimeDelta::seconds(60));
+        anna.send(json!({"type": "end", "conversation_id": cid(&chat["chat"]), "category": "Övrigt"})).await;
+        citizen.expect("ended").await;
+    }
+    let (mut cy, _) = server.queued_citizen("Cy").await;
+    cy.expect("assigned").await;
+    let (_di, di_queued) = server.queued_citizen("Di").await;
+    let before = di_queued["estimated_wait_seconds"].as_u64().expect("an estimate");
+    assert!(before < 300, "learned from the short chats ({before} s)");
+
+    server.restart().await;
+    let mut anna = Client::connect(server.addr, "/ws/advisor", Some(&cookie)).await;
+    anna.expect("welcome").await;
+    anna.send(json!({"type": "status", "status": "available"})).await;
+    anna.expect("status").await;
+    let (_di, back) = resume(&server, di_queued["resume_token"].as_str().expect("token"), 0).await;
+    assert_eq!(back["position"], 1);
+    assert_eq!(back["estimated_wait_seconds"].as_u64(), Some(before), "the same estimate as before the restart");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn an_unknown_token_after_a_restart_is_not_found() {
     let mut server = TestServer::start().await;
     let (_ada, _queued) = server.queued_citizen("Ada").await;

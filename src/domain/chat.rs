@@ -635,6 +635,18 @@ impl ChatCore {
         WaitModel { capacity, free, mean_handle_seconds: self.mean_handle_seconds }
     }
 
+    /// Handling times of chats served before this start, oldest first (see
+    /// [`Storage::recent_handle_seconds`]), so that the wait estimates go on
+    /// from what the desk has been doing instead of starting over from the
+    /// configured assumption at every restart.
+    ///
+    /// [`Storage::recent_handle_seconds`]: crate::storage::Storage::recent_handle_seconds
+    pub fn learn_handle_times(&mut self, seconds: &[f64]) {
+        for s in seconds {
+            self.record_handle_time(*s);
+        }
+    }
+
     fn record_handle_time(&mut self, seconds: f64) {
         // Exponentially weighted: recent chats count most; one odd chat moves it little.
         const WEIGHT: f64 = 0.1;

@@ -80,6 +80,10 @@ pub struct Server {
     task: JoinHandle<Result<(), std::io::Error>>,
 }
 
+/// Served chats whose handling times the wait estimates learn from at start
+/// (an exponential average with weight 0.1: older ones would count < 1%).
+const HANDLE_TIMES_LEARNED: u32 = 50;
+
 /// How long to wait for open HTTP requests after the hub has shut down.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,6 +99,7 @@ impl Server {
             tracing::warn!(interrupted, "open conversations without a resume token were ended as interrupted");
         }
         let open = storage.open_conversations().await.map_err(storage_error)?;
+        let handled = storage.recent_handle_seconds(HANDLE_TIMES_LEARNED).await.map_err(storage_error)?;
         ensure_first_admin(&storage, clock.as_ref(), addr).await.map_err(storage_error)?;
 
         let (hub_handle, hub_rx) = hub::channel();
@@ -111,6 +116,7 @@ impl Server {
             tracing::info!(restored = open.len(), "open conversations taken up again");
         }
         core.restore(clock.now(), open);
+        core.learn_handle_times(&handled);
         let (live_tx, live) = tokio::sync::watch::channel(Arc::new(core.live_figures(clock.now())));
         let tick = tick_interval(&config);
         tokio::spawn(hub::run(core, hub_rx, clock.clone(), writer, writer_task, tick, live_tx));

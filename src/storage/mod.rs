@@ -637,6 +637,30 @@ impl Storage {
         Ok(restored)
     }
 
+    /// How long the last `limit` served chats took, from their first advisor
+    /// to their end, oldest first: what the wait estimates learn from at start.
+    pub async fn recent_handle_seconds(&self, limit: u32) -> Result<Vec<f64>, StorageError> {
+        let mut seconds = on_db!(&self.db, pool => {
+            sqlx::query(
+                "SELECT first_assigned_at, ended_at FROM conversations \
+                 WHERE ended_at IS NOT NULL AND outcome = 'served' AND first_assigned_at IS NOT NULL \
+                 ORDER BY ended_at DESC LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|row| -> Result<f64, sqlx::Error> {
+                let assigned: i64 = row.try_get("first_assigned_at")?;
+                let ended: i64 = row.try_get("ended_at")?;
+                Ok((ended - assigned).max(0) as f64 / 1000.0)
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        seconds.reverse();
+        Ok(seconds)
+    }
+
     // ------------------------------------------------------------ errands (read)
 
     /// A conversation by its id or errand number, with its transcript.
