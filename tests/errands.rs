@@ -107,7 +107,13 @@ async fn registry_release_and_access(backend: Backend) {
         ],
     )
     .await;
-    let other = seed(storage, at("2026-11-20T14:00:00+01:00"), "Övrigt", &["Var ligger återvinningscentralen?"]).await;
+    let other = seed(
+        storage,
+        at("2026-11-20T14:00:00+01:00"),
+        "Övrigt",
+        &["Var ligger återvinningscentralen? Hälsningar ÅSA MÜLLER-ØSTERGÅRD"],
+    )
+    .await;
 
     server.add_user("chef", "Chefen", "admin", "admin password 123").await;
     let admin = server.login("chef", "admin password 123").await;
@@ -127,6 +133,10 @@ async fn registry_release_and_access(backend: Backend) {
         ("q=attefallshus".to_string(), vec![bygg.as_str()]),
         ("q=fastighetsbeteckningen".to_string(), vec![bygg.as_str()]),
         ("q=sammanfattning om övrigt".to_string(), vec![other.as_str()]),
+        // Capitals beyond ASCII match whatever the alphabet.
+        ("q=åsa müller-østergård".to_string(), vec![other.as_str()]),
+        ("q=ÅSA Müller".to_string(), vec![other.as_str()]),
+        ("q=ATTEFALLSHUS".to_string(), vec![bygg.as_str()]),
         ("category=Omsorg och stöd".to_string(), vec![secret.as_str()]),
         ("advisor=Anna&from=2026-11-03&to=2026-11-03".to_string(), vec![secret.as_str()]),
         ("from=2026-11-04".to_string(), vec![other.as_str()]),

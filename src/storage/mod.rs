@@ -714,8 +714,8 @@ impl Storage {
             let condition = format!(
                 "({} LIKE $n ESCAPE '\\' OR EXISTS (SELECT 1 FROM messages m \
                  WHERE m.conversation_id = conversations.id AND {} LIKE $n ESCAPE '\\'))",
-                folded("COALESCE(summary, '')"),
-                folded("m.body")
+                folded("COALESCE(summary, '')", &pattern),
+                folded("m.body", &pattern)
             );
             add(&condition, Param::Text(pattern));
         }
@@ -1168,10 +1168,30 @@ pub struct PurgeCandidate {
     pub category: Option<String>,
 }
 
-/// `column` in lower case, for case-insensitive search. SQLite's LOWER only
-/// folds ASCII, so the Swedish capitals are folded explicitly.
-fn folded(column: &str) -> String {
-    format!("LOWER(REPLACE(REPLACE(REPLACE(REPLACE({column}, 'Å', 'å'), 'Ä', 'ä'), 'Ö', 'ö'), 'É', 'é'))")
+/// `column` in lower case as far as a search for `lowercase_pattern` needs,
+/// for case-insensitive search in both backends. LOWER folds only ASCII in
+/// SQLite (and in PostgreSQL under the C locale), so each other letter of
+/// the pattern that has a capital (å, ä, ö, ü, é, ø, …) is folded with a
+/// REPLACE of its own: as many as the pattern needs, whatever the alphabet,
+/// and none for a plain ASCII search, which scans every message.
+fn folded(column: &str, lowercase_pattern: &str) -> String {
+    let mut letters: Vec<char> = lowercase_pattern.chars().filter(|c| !c.is_ascii() && c.is_alphabetic()).collect();
+    letters.sort_unstable();
+    letters.dedup();
+    let mut sql = column.to_owned();
+    for lower in letters {
+        let mut upper = lower.to_uppercase();
+        // Letters only (never a quote), so they can stand in the SQL text.
+        // (A capital in ASCII, as for the Turkish ı, is left to LOWER: replacing
+        // it would change every ASCII I in the text.)
+        if let (Some(capital), None) = (upper.next(), upper.next())
+            && capital != lower
+            && !capital.is_ascii()
+        {
+            sql = format!("REPLACE({sql}, '{capital}', '{lower}')");
+        }
+    }
+    format!("LOWER({sql})")
 }
 
 #[derive(Debug, Clone)]
