@@ -140,13 +140,7 @@ pub async fn run(
                                 Input::CitizenGone { conn } | Input::AdvisorGone { conn } => Some(*conn),
                                 _ => None,
                             };
-                            // Commits (most inputs under load) never assign.
-                            let may_assign = !matches!(input, Input::Committed(_));
-                            let before = effects.len();
-                            core.handle(now, input, &mut effects);
-                            if may_assign {
-                                assignments.extend(std::iter::repeat_n(received, count_assigned(&effects[before..])));
-                            }
+                            apply(&mut core, now, input, received, &mut effects, &mut assignments);
                             if let Some(conn) = gone {
                                 outboxes.remove(&conn);
                             }
@@ -156,7 +150,7 @@ pub async fn run(
                             let _ = reply.send(core.live_figures(now));
                         }
                         HubCommand::Shutdown(reply) => {
-                            core.handle(now, Input::Shutdown, &mut effects);
+                            apply(&mut core, now, Input::Shutdown, Instant::now(), &mut effects, &mut assignments);
                             shutdown = Some(reply);
                         }
                     }
@@ -168,9 +162,7 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 let now = clock.now();
-                let received = Instant::now();
-                core.handle(now, Input::Tick, &mut effects);
-                assignments.extend(std::iter::repeat_n(received, count_assigned(&effects)));
+                apply(&mut core, now, Input::Tick, Instant::now(), &mut effects, &mut assignments);
                 deliver(&mut outboxes, &writer, &mut effects, &mut assignments);
                 if last_live.elapsed() >= LIVE_INTERVAL {
                     last_live = tokio::time::Instant::now();
@@ -195,9 +187,22 @@ pub async fn run(
     }
 }
 
-/// Chats handed to an advisor's connection among `effects`.
-fn count_assigned(effects: &[Effect]) -> usize {
-    effects.iter().filter(|e| matches!(e, Effect::ToAdvisor(_, AdvisorEvent::Assigned { .. }))).count()
+/// Hands `input` to the core, and notes `received` once for each chat it
+/// assigns, in the order of the `assigned` effects: [`deliver`] pairs them up.
+/// Every input goes through here, so the two lists never drift apart.
+fn apply(
+    core: &mut ChatCore,
+    now: chrono::DateTime<chrono::Utc>,
+    input: Input,
+    received: Instant,
+    effects: &mut Vec<Effect>,
+    assignments: &mut VecDeque<Instant>,
+) {
+    let before = effects.len();
+    core.handle(now, input, effects);
+    let assigned =
+        effects[before..].iter().filter(|e| matches!(e, Effect::ToAdvisor(_, AdvisorEvent::Assigned { .. }))).count();
+    assignments.extend(std::iter::repeat_n(received, assigned));
 }
 
 /// Flags the outboxes of one heartbeat slice: one shared clock instead of a
