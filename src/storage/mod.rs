@@ -545,8 +545,7 @@ impl Storage {
         let restored = on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let mut rows = Vec::new();
-            // Open, and in wrap-up: two queries, each on its partial index.
-            for which in ["c.ended_at IS NULL", "c.wrap_up_pending = 1"] {
+            for which in TAKEN_UP_AT_START {
                 rows.extend(
                     sqlx::query(&format!(
                         "SELECT c.id, c.resume_token_hash, c.citizen_name, c.topic, c.language, c.queued_at, c.queue_place, \
@@ -605,7 +604,7 @@ impl Storage {
                 });
             }
             let mut messages = Vec::new();
-            for which in ["c.ended_at IS NULL", "c.wrap_up_pending = 1"] {
+            for which in TAKEN_UP_AT_START {
                 messages.extend(
                     sqlx::query(&format!(
                         "SELECT m.conversation_id, m.seq, m.sender, m.sender_name, m.client_msg_id, m.body, m.sent_at \
@@ -1206,6 +1205,11 @@ enum UserKey<'a> {
     Id(i64),
     All,
 }
+
+/// The conversations [`Storage::open_conversations`] reads back: the open
+/// ones and those in wrap-up. Two queries rather than one with OR, so each
+/// uses its partial index.
+const TAKEN_UP_AT_START: [&str; 2] = ["c.ended_at IS NULL", "c.wrap_up_pending = 1"];
 
 /// Rows per multi-row message INSERT: 8 parameters each, well under both
 /// backends' parameter limits (SQLite 32766, PostgreSQL 65535).
