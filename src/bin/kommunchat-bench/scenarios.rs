@@ -654,12 +654,11 @@ pub async fn reconnect_storm(server: &mut ServerProcess, n: usize, restart: bool
     let acknowledged_before: u64 = clients.iter().map(|c| c.2.len() as u64).sum();
     // Everyone drops at once, or the server goes down under them.
     let storm = Instant::now();
-    let restart_seconds = if restart {
-        server.restart()?;
-        Some(storm.elapsed().as_secs_f64())
-    } else {
-        None
-    };
+    if restart {
+        // Clients start reconnecting once the old process is gone, while the
+        // new one is still starting: they are refused and retry, as widgets do.
+        server.terminate();
+    }
     let mut to_resume = Vec::new();
     for (ws, token, acked, place, i) in clients {
         drop(ws);
@@ -708,6 +707,14 @@ pub async fn reconnect_storm(server: &mut ServerProcess, n: usize, restart: bool
             Some((lost, duplicated, attempt, moved, ws))
         }));
     }
+    let restart_seconds = if restart {
+        // Blocking (it waits for the new process to listen), so the clients
+        // go on retrying on another worker meanwhile.
+        tokio::task::block_in_place(|| server.start_again())?;
+        Some(storm.elapsed().as_secs_f64())
+    } else {
+        None
+    };
     let mut resumed = 0;
     let (mut lost, mut duplicated, mut retries, mut moved) = (0, 0, 0, 0);
     let mut keep = Vec::new();

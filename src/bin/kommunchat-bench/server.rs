@@ -61,10 +61,10 @@ impl ServerProcess {
         Ok(ServerProcess { child, addr, dir, binary: binary.to_owned(), cpu })
     }
 
-    /// A deploy: SIGTERM, wait for the exit, and start the same binary on
-    /// the same address and data directory. Returns once it listens again.
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.terminate();
+    /// The second half of a deploy, after [`ServerProcess::terminate`]: the
+    /// same binary on the same address and data directory. Returns once it
+    /// listens again.
+    pub fn start_again(&mut self) -> Result<(), String> {
         let (child, addr) = spawn(&self.binary, self.cpu, self.dir.path(), &self.addr.to_string())?;
         self.child = child;
         self.addr = addr;
@@ -101,7 +101,7 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within 5 s.
-    fn terminate(&mut self) {
+    pub fn terminate(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         for _ in 0..100 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
