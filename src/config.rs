@@ -250,11 +250,23 @@ pub struct StorageConfig {
     pub sqlite_synchronous: SqliteSynchronous,
     /// Most writes in one group commit.
     pub max_batch: usize,
+    /// SQLite only: acknowledge chat messages once they are in the message
+    /// log beside the database file, and bring the database up to date
+    /// behind it in larger transactions (see `docs/operations.md`).
+    pub message_log: bool,
+    /// How long logged messages gather before the database takes them in one
+    /// transaction; the database lags the acknowledgements by about this.
+    pub message_log_apply_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { sqlite_synchronous: SqliteSynchronous::Full, max_batch: 1024 }
+        StorageConfig {
+            sqlite_synchronous: SqliteSynchronous::Full,
+            max_batch: 1024,
+            message_log: true,
+            message_log_apply_ms: 200,
+        }
     }
 }
 
@@ -579,6 +591,12 @@ impl FileConfig {
         }
         if !(1..=100_000).contains(&self.storage.max_batch) {
             return Err(error("storage.max_batch".into(), "must be between 1 and 100000".into()));
+        }
+        if !(1..=60_000).contains(&self.storage.message_log_apply_ms) {
+            return Err(error(
+                "storage.message_log_apply_ms".into(),
+                "must be between 1 and 60000 (milliseconds)".into(),
+            ));
         }
         let is_origin = |o: &str| {
             (o.starts_with("https://") || o.starts_with("http://"))

@@ -49,7 +49,12 @@ fn kommunchat(dir: &Path, db_url: &str) -> Command {
 
 /// Starts the server and returns it with its address.
 fn start(dir: &Path, db_url: &str) -> (ChildGuard, String) {
+    start_with(dir, db_url, &[])
+}
+
+fn start_with(dir: &Path, db_url: &str, env: &[(&str, &str)]) -> (ChildGuard, String) {
     let mut child = kommunchat(dir, db_url)
+        .envs(env.iter().copied())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -82,7 +87,10 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
     add.stdin.take().expect("stdin").write_all(b"a long advisor password\n").expect("write");
     assert!(add.wait().expect("wait").success());
 
-    let (mut server, addr) = start(dir.path(), &db.url);
+    // With SQLite, messages are acknowledged from the message log; here the
+    // database takes them in only once a minute (or before another write),
+    // so when the server dies the log alone holds most of them.
+    let (mut server, addr) = start_with(dir.path(), &db.url, &[("KOMMUNCHAT_STORAGE__MESSAGE_LOG_APPLY_MS", "60000")]);
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
     let http = reqwest::Client::new();
     let login = http
@@ -143,13 +151,23 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
     }
     let acked_total: usize = results.iter().map(|(_, _, a)| a.len()).sum();
     assert!(acked_total > 50, "traffic was under way when the server died ({acked_total} acks)");
+    // Read without starting a server: with SQLite, the database alone lacks
+    // acknowledged messages that only the message log holds (checked below).
+    let storage = kommunchat::storage::Storage::open(&db.url, &Default::default()).await.expect("open");
+    let mut in_database_before = 0;
+    for (conversation, _, _) in &results {
+        in_database_before += storage.errand(conversation).await.expect("query").expect("stored").transcript.len();
+    }
+    storage.close().await;
 
     // Restart: every chat is taken up again with every acknowledged message, once.
     let (server, addr) = start(dir.path(), &db.url);
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
     let storage = kommunchat::storage::Storage::open(&db.url, &Default::default()).await.expect("open");
+    let mut in_database_after = 0;
     for (c, (conversation, token, acked)) in results.iter().enumerate() {
         let errand = storage.errand(conversation).await.expect("query").expect("conversation stored");
+        in_database_after += errand.transcript.len();
         assert_eq!(errand.end_reason, None, "still open");
         let stored: HashMap<String, i64> =
             errand.transcript.iter().map(|l| (l.client_msg_id.clone().expect("client id"), l.seq)).collect();
@@ -187,7 +205,30 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
             assert_eq!((ack["client_msg_id"].as_str(), ack["seq"].as_u64()), (Some(id.as_str()), Some(*seq)));
         }
     }
+    if backend == Backend::Sqlite {
+        assert!(
+            in_database_after > in_database_before,
+            "the message log added what the database lacked ({in_database_before} → {in_database_after} messages)"
+        );
+    }
     drop(server);
+}
+
+/// Two servers on one SQLite database would both write its message log: the
+/// second refuses to start, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_sqlite_database_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("kommunchat.toml"), ALWAYS_OPEN).expect("config");
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (_first, _) = start(dir.path(), &db.url);
+    let second = kommunchat(dir.path(), &db.url)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("second server runs");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("in use by another kommunchat server"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,7 @@ fn luhn_ok(ten: &[u8; 10]) -> bool {
             if v > 9 { v - 9 } else { v }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Validates the date part; returns the kind.

@@ -23,12 +23,12 @@ use tokio::task::JoinHandle;
 
 use crate::auth;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, SqliteSynchronous};
 use crate::domain::chat::{ChatCore, ConnId, CoreSettings, Input, LiveFigures};
 use crate::hub::{self, HubHandle};
 use crate::metrics::Metrics;
 use crate::protocol::ws::NoticeView;
-use crate::storage::{Storage, StorageError, StoreWriter};
+use crate::storage::{MessageLog, MessageLogError, Storage, StorageError, StoreWriter, replay_message_log};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    MessageLog(#[from] MessageLogError),
 }
 
 /// State shared by every request handler.
@@ -93,6 +95,21 @@ impl Server {
         let addr = listener.local_addr()?;
         let storage_error = |source| StartError::Storage { url: redact(&config.database_url), source };
         let storage = Storage::open(&config.database_url, &config.storage).await.map_err(storage_error)?;
+        // Messages acknowledged from the log that the database did not hold
+        // yet when the last run ended go in first: everything below reads them.
+        let message_log = match storage.message_log_dir().filter(|_| config.storage.message_log) {
+            Some(dir) => {
+                let applied = storage.message_log_applied().await.map_err(storage_error)?;
+                let fsync = config.storage.sqlite_synchronous == SqliteSynchronous::Full;
+                let (mut log, unapplied) = MessageLog::open(&dir, applied, fsync)?;
+                let replayed = replay_message_log(&storage, &mut log, unapplied).await?;
+                if replayed > 0 {
+                    tracing::info!(replayed, "messages from the message log written to the database");
+                }
+                Some((log, Duration::from_millis(config.storage.message_log_apply_ms)))
+            }
+            None => None,
+        };
         // Chats the last run left open (a restart, a crash) are taken up again.
         let interrupted = storage.end_interrupted(clock.now()).await.map_err(storage_error)?;
         if interrupted > 0 {
@@ -107,7 +124,7 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         let for_metrics = metrics.clone();
         let (writer, writer_task) =
-            StoreWriter::spawn(storage.clone(), config.storage.max_batch, move |ops, results, took| {
+            StoreWriter::spawn(storage.clone(), config.storage.max_batch, message_log, move |ops, results, took| {
                 for_metrics.committed(ops, &results, took);
                 for_writer.input(Input::Committed(results));
             });

@@ -5,6 +5,7 @@
 //! [`on_db!`] macro writes each query once and runs it against whichever pool
 //! is configured. Schemas live in `migrations/sqlite` and `migrations/postgres`.
 
+mod message_log;
 mod writer;
 
 use std::collections::HashMap;
@@ -19,7 +20,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-pub use writer::{StoreWriter, WriterHandle};
+pub use message_log::{MessageLog, MessageLogError, Unapplied};
+pub use writer::{StoreWriter, WriterHandle, replay_message_log};
 
 use crate::config::{RetentionConfig, SqliteSynchronous as SyncSetting, StorageConfig};
 use crate::domain::chat::{AdvisorProfile, Committed, ConversationId, RestoredConversation, StoreOp, UserId};
@@ -135,6 +137,8 @@ pub struct Storage {
     /// Set by the checkpointer when the SQLite log has grown past
     /// [`LOG_RESTART_FRAMES`]; the writer then finishes the checkpoint itself.
     log_restart: Arc<AtomicBool>,
+    /// The SQLite database's file (none in memory or on PostgreSQL).
+    sqlite_file: Option<std::path::PathBuf>,
 }
 
 /// A user account as stored.
@@ -200,6 +204,11 @@ impl Storage {
                 })
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            let file = options.get_filename().to_path_buf();
+            let in_memory = file.as_os_str().is_empty()
+                || file.to_str().is_some_and(|f| f.starts_with("file:") || f.starts_with(":memory:"))
+                || url.contains("mode=memory");
+            let sqlite_file = (!in_memory).then_some(file);
             if let Some(dir) = Path::new(options.get_filename()).parent()
                 && !dir.as_os_str().is_empty()
             {
@@ -219,6 +228,7 @@ impl Storage {
             // the database and syncs it, tens of milliseconds at times, and
             // every commit behind it would wait. The checkpointer task does it
             // beside the writer instead.
+            let threads_before = database_threads();
             let writes = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -236,16 +246,22 @@ impl Storage {
                         .pragma("journal_size_limit", LOG_SIZE_LIMIT_BYTES.to_string()),
                 )
                 .await?;
+            if config.message_log && sqlite_file.is_some() {
+                // Behind the message log the writer's work is not waited
+                // for: it should yield the core to the connections and the
+                // log whenever they have work.
+                lower_priority(database_threads().difference(&threads_before));
+            }
             let log_restart = Arc::new(AtomicBool::new(false));
             spawn_checkpointer(pool.clone(), log_restart.clone());
-            return Ok(Storage { db: Db::Sqlite(pool), writes: Db::Sqlite(writes), log_restart });
+            return Ok(Storage { db: Db::Sqlite(pool), writes: Db::Sqlite(writes), log_restart, sqlite_file });
         } else {
             let pool =
                 PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
             sqlx::migrate!("./migrations/postgres").run(&pool).await?;
             Db::Postgres(pool)
         };
-        Ok(Storage { writes: db.clone(), db, log_restart: Arc::default() })
+        Ok(Storage { writes: db.clone(), db, log_restart: Arc::default(), sqlite_file: None })
     }
 
     /// Called by the writer between batches. Under sustained writes the
@@ -294,7 +310,33 @@ impl Storage {
     /// returns one answer per write, in order.
     pub async fn apply(&self, ops: &[StoreOp]) -> Result<Vec<Committed>, StorageError> {
         let mut conn = self.writer_connection().await?;
-        self.apply_on(&mut conn, ops).await
+        self.apply_on(&mut conn, ops, None).await
+    }
+
+    /// Where the message log of this database lives: beside a SQLite file;
+    /// none for a database in memory or on PostgreSQL.
+    pub fn message_log_dir(&self) -> Option<std::path::PathBuf> {
+        self.sqlite_file.as_deref().map(MessageLog::dir_for)
+    }
+
+    /// The last message-log record the database holds.
+    pub async fn message_log_applied(&self) -> Result<u64, StorageError> {
+        let lsn: i64 = on_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT lsn FROM message_log_applied WHERE id = 1").fetch_one(pool).await?
+        });
+        Ok(lsn.max(0) as u64)
+    }
+
+    /// Notes that the database holds the message log through `lsn` (after
+    /// writes applied one by one, outside one transaction).
+    pub async fn record_message_log_applied(&self, conn: &mut WriterConnection, lsn: u64) -> Result<(), StorageError> {
+        on_writer!(conn, c => {
+            sqlx::query("UPDATE message_log_applied SET lsn = $1 WHERE id = 1 AND lsn < $1")
+                .bind(lsn as i64)
+                .execute(&mut **c)
+                .await?;
+        });
+        Ok(())
     }
 
     /// A connection for the group-commit writer to keep.
@@ -306,8 +348,17 @@ impl Storage {
     }
 
     /// [`Storage::apply`] on the writer's connection.
-    pub async fn apply_on(&self, conn: &mut WriterConnection, ops: &[StoreOp]) -> Result<Vec<Committed>, StorageError> {
-        if let Some(results) = self.apply_messages_only(conn, ops).await? {
+    /// `log_through`: the writes come from the message log, through this
+    /// record; the database notes it in the same transaction.
+    pub async fn apply_on(
+        &self,
+        conn: &mut WriterConnection,
+        ops: &[StoreOp],
+        log_through: Option<u64>,
+    ) -> Result<Vec<Committed>, StorageError> {
+        if log_through.is_none()
+            && let Some(results) = self.apply_messages_only(conn, ops).await?
+        {
             return Ok(results);
         }
         on_writer!(conn, c => {
@@ -467,6 +518,12 @@ impl Storage {
                     q = q.bind(e.conversation.as_deref()).bind(e.kind).bind(e.at).bind(e.advisor).bind(e.detail);
                 }
                 q.execute(&mut *tx).await?;
+            }
+            if let Some(lsn) = log_through {
+                sqlx::query("UPDATE message_log_applied SET lsn = $1 WHERE id = 1 AND lsn < $1")
+                    .bind(lsn as i64)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(results)
@@ -1239,6 +1296,39 @@ const LOG_SIZE_LIMIT_BYTES: i64 = 64 << 20;
 /// Checkpoints the write-ahead log from a connection of the general pool, so
 /// the writer's commits never wait for one. PASSIVE: it copies what no reader
 /// still needs and never blocks the writer. Ends when the pool is closed.
+/// The threads of sqlx's SQLite connections (each connection has one).
+fn database_threads() -> std::collections::BTreeSet<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Default::default();
+    };
+    tasks
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            // sqlx names them `sqlx-sqlite-worker-N` (cut to 15 bytes).
+            comm.starts_with("sqlx-sqlite-wor").then(|| task.file_name().to_str()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// Niceness for the database thread behind the message log: under load it
+/// gets about a tenth of a contended core, and all of an idle one.
+const WRITER_BEHIND_LOG_NICE: i32 = 10;
+
+#[cfg(target_os = "linux")]
+fn lower_priority<'a>(threads: impl IntoIterator<Item = &'a i32>) {
+    for &tid in threads {
+        let result = rustix::process::Pid::from_raw(tid)
+            .map(|pid| rustix::process::setpriority_process(Some(pid), WRITER_BEHIND_LOG_NICE));
+        if let Some(Err(e)) = result {
+            tracing::warn!(error = %e, tid, "could not lower the database writer's priority");
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority<'a>(_threads: impl IntoIterator<Item = &'a i32>) {}
+
 fn spawn_checkpointer(pool: SqlitePool, log_restart: Arc<AtomicBool>) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);

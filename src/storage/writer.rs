@@ -6,11 +6,15 @@
 //! committed at once. Order is kept: writes are applied in the order they
 //! were submitted, and the answers are handed back in that order.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::message_log::{MessageLog, MessageLogError, Unapplied};
 use super::{Storage, StorageError, WriterConnection};
 use crate::domain::chat::{Committed, StoreOp};
 
@@ -34,53 +38,296 @@ impl WriterHandle {
     }
 }
 
+/// Receives the answers of each committed batch, in order.
+pub type OnCommit = dyn Fn(&[StoreOp], Vec<Committed>, Duration) + Send + Sync + 'static;
+
 #[derive(Debug)]
 pub struct StoreWriter;
 
 impl StoreWriter {
     /// Starts the writer. `on_commit` receives the answers of each committed
-    /// batch, in order. The task ends once every handle is dropped and the
-    /// queue is drained.
+    /// batch, in order. The returned task ends once every handle is dropped
+    /// and the queue is drained (the database then holds everything).
+    ///
+    /// With a message log, batches of nothing but chat messages are made
+    /// durable in the log and answered at once, on a thread of the log's
+    /// own; the database is brought up to date behind it by the applier task
+    /// (see [`super::message_log`]). Any other write waits until the database
+    /// holds everything before it and is answered from there, so whatever a
+    /// logged message refers to (its conversation) is in the database first.
     pub fn spawn(
         storage: Storage,
         max_batch: usize,
-        on_commit: impl Fn(&[StoreOp], Vec<Committed>, Duration) + Send + 'static,
+        log: Option<(MessageLog, Duration)>,
+        on_commit: impl Fn(&[StoreOp], Vec<Committed>, Duration) + Send + Sync + 'static,
     ) -> (WriterHandle, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<StoreOp>();
-        let task = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(max_batch);
-            // Held across batches; dropped (and taken again) after an error
-            // that may have broken it.
-            let mut conn = None;
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(op) => batch.push(op),
-                        Err(_) => break,
-                    }
-                }
-                let started = std::time::Instant::now();
-                let results = write_batch(&storage, &mut conn, &batch).await;
-                on_commit(&batch, results, started.elapsed());
-                batch.clear();
-                if let Some(conn) = &mut conn {
-                    storage.finish_checkpoint_if_due(conn).await;
-                }
+        let (tx, rx) = mpsc::unbounded_channel::<StoreOp>();
+        let on_commit: Arc<OnCommit> = Arc::new(on_commit);
+        let task = match log {
+            None => tokio::spawn(write_directly(storage, max_batch, rx, on_commit)),
+            Some((log, apply_every)) => {
+                let (to_applier, applier_rx) = mpsc::unbounded_channel();
+                let applied = Arc::new(AtomicU64::new(0));
+                let dir = log.dir().to_path_buf();
+                let thread_commit = on_commit.clone();
+                let thread_applied = applied.clone();
+                std::thread::Builder::new()
+                    .name("message-log".into())
+                    .spawn(move || log_messages(log, max_batch, rx, to_applier, thread_applied, thread_commit))
+                    .expect("spawn the message log's thread");
+                tokio::spawn(apply_behind_log(storage, apply_every, applier_rx, applied, dir, on_commit))
             }
-        });
+        };
         (WriterHandle { tx }, task)
     }
+}
+
+/// Without a message log: each batch is one transaction in the database.
+async fn write_directly(
+    storage: Storage,
+    max_batch: usize,
+    mut rx: mpsc::UnboundedReceiver<StoreOp>,
+    on_commit: Arc<OnCommit>,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    // Held across batches; dropped (and taken again) after an error that
+    // may have broken it.
+    let mut conn = None;
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let results = write_batch(&storage, &mut conn, &batch, None).await;
+        on_commit(&batch, results, started.elapsed());
+        batch.clear();
+        if let Some(conn) = &mut conn {
+            storage.finish_checkpoint_if_due(conn).await;
+        }
+    }
+}
+
+/// What the log's thread hands the applier.
+enum ForApplier {
+    /// Messages in the log through `through`, already answered.
+    Logged { ops: Vec<StoreOp>, through: u64 },
+    /// Writes to answer once the database holds them; `done` is told then.
+    /// `through`: records of these that reached the log before it failed.
+    Unlogged { ops: Vec<StoreOp>, through: Option<u64>, done: oneshot::Sender<()> },
+}
+
+/// The message log's thread: appends batches of messages and answers them;
+/// hands every batch on to the applier, and waits for it on any other write.
+fn log_messages(
+    mut log: MessageLog,
+    max_batch: usize,
+    mut rx: mpsc::UnboundedReceiver<StoreOp>,
+    to_applier: mpsc::UnboundedSender<ForApplier>,
+    applied: Arc<AtomicU64>,
+    on_commit: Arc<OnCommit>,
+) {
+    // After a failed append the log is not trusted again until a restart.
+    let mut log_broken = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::with_capacity(max_batch.min(64));
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let only_messages = batch.iter().all(|op| matches!(op, StoreOp::Message { .. }));
+        let mut failed_through = None;
+        if only_messages && !log_broken {
+            let first_lsn = log.next_lsn();
+            match log.append(&batch) {
+                Ok(Some(through)) => {
+                    let results = batch
+                        .iter()
+                        .filter_map(|op| match op {
+                            StoreOp::Message { conversation, seq, .. } => {
+                                Some(Committed::Message { conversation: *conversation, seq: *seq })
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    on_commit(&batch, results, started.elapsed());
+                    if to_applier.send(ForApplier::Logged { ops: batch, through }).is_err() {
+                        return;
+                    }
+                    tidy(&mut log, &applied, &mut log_broken);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "appending to the message log failed; messages now go straight to the database");
+                    log_broken = true;
+                    // What did reach the log must not be applied again at start.
+                    failed_through = Some(log.next_lsn() - 1).filter(|&last| last >= first_lsn);
+                }
+            }
+        }
+        let (done, wait) = oneshot::channel();
+        if to_applier.send(ForApplier::Unlogged { ops: batch, through: failed_through, done }).is_err() {
+            return;
+        }
+        // The next messages are logged only once the database holds this.
+        let _ = wait.blocking_recv();
+        tidy(&mut log, &applied, &mut log_broken);
+    }
+}
+
+fn tidy(log: &mut MessageLog, applied: &AtomicU64, log_broken: &mut bool) {
+    if *log_broken {
+        return;
+    }
+    if let Err(e) = log.tidy(applied.load(Ordering::Acquire)) {
+        tracing::error!(error = %e, "the message log could not begin a segment or delete one; messages now go straight to the database");
+        *log_broken = true;
+    }
+}
+
+/// Most writes the applier takes into one transaction.
+const APPLIER_MAX_BATCH: usize = 8192;
+
+/// Brings the database up to date behind the message log, in transactions
+/// as large as have gathered while the last one was written.
+///
+/// Logged messages gather for `apply_every` into one transaction: a
+/// conversation's page is then written once for all its messages in that
+/// time, not once per batch the log took. The database lags the
+/// acknowledgements by about that much.
+async fn apply_behind_log(
+    storage: Storage,
+    apply_every: Duration,
+    mut rx: mpsc::UnboundedReceiver<ForApplier>,
+    applied: Arc<AtomicU64>,
+    dir: PathBuf,
+    on_commit: Arc<OnCommit>,
+) {
+    let mut conn = None;
+    let mut ops: Vec<StoreOp> = Vec::new();
+    let mut last_started = Instant::now();
+    while let Some(first) = rx.recv().await {
+        let mut waiting = matches!(first, ForApplier::Unlogged { .. });
+        let mut count = first.len();
+        let mut items = vec![first];
+        // Logged messages are durable and answered: they may wait for more
+        // to share the transaction (the fewer pages per message, the less
+        // CPU). Anything else is being waited for, and goes at once.
+        let deadline = tokio::time::Instant::from_std(last_started + apply_every);
+        while count < APPLIER_MAX_BATCH {
+            let next = if waiting {
+                rx.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+            };
+            let Some(item) = next else { break };
+            waiting |= matches!(item, ForApplier::Unlogged { .. });
+            count += item.len();
+            items.push(item);
+        }
+        let started = Instant::now();
+        last_started = started;
+        // Which of the writes are to be answered, and the log's last record.
+        let mut through = None;
+        let mut to_answer = Vec::new();
+        for item in items {
+            match item {
+                ForApplier::Logged { ops: logged, through: t } => {
+                    through = Some(t);
+                    ops.extend(logged);
+                }
+                ForApplier::Unlogged { ops: unlogged, through: t, done } => {
+                    through = t.or(through);
+                    let start = ops.len();
+                    ops.extend(unlogged);
+                    to_answer.push((start..ops.len(), done));
+                }
+            }
+        }
+        let results = write_batch(&storage, &mut conn, &ops, through).await;
+        let mut answered = vec![false; ops.len()];
+        for (range, _) in &to_answer {
+            answered[range.clone()].iter_mut().for_each(|a| *a = true);
+        }
+        for ((op, result), answered) in ops.iter().zip(&results).zip(&answered) {
+            if !*answered && let Committed::MessageFailed { .. } = result {
+                keep_refused(&dir, op);
+            }
+        }
+        if let Some(t) = through {
+            applied.fetch_max(t, Ordering::AcqRel);
+        }
+        let took = started.elapsed();
+        for (range, done) in to_answer {
+            on_commit(&ops[range.clone()], results[range].to_vec(), took);
+            let _ = done.send(());
+        }
+        ops.clear();
+        if let Some(conn) = &mut conn {
+            storage.finish_checkpoint_if_due(conn).await;
+        }
+    }
+}
+
+impl ForApplier {
+    fn len(&self) -> usize {
+        match self {
+            ForApplier::Logged { ops, .. } | ForApplier::Unlogged { ops, .. } => ops.len(),
+        }
+    }
+}
+
+/// An acknowledged message the database refused is kept beside the log.
+fn keep_refused(dir: &Path, op: &StoreOp) {
+    tracing::error!(dir = %dir.display(), "the database refused an acknowledged message; it is kept in refused.jsonl");
+    if let Err(e) = MessageLog::keep_refused(dir, op, "refused by the database") {
+        tracing::error!(error = %e, ?op, "could not keep a refused message");
+    }
+}
+
+/// At start, before anything reads the database: applies the records the
+/// log holds and the database does not (a crash, or a stop before the
+/// applier caught up), then forgets them. Returns how many were applied.
+pub async fn replay_message_log(
+    storage: &Storage,
+    log: &mut MessageLog,
+    unapplied: Unapplied,
+) -> Result<usize, MessageLogError> {
+    if unapplied.ops.is_empty() {
+        return Ok(0);
+    }
+    let mut conn = None;
+    let results = write_batch(storage, &mut conn, &unapplied.ops, Some(unapplied.through)).await;
+    for (op, result) in unapplied.ops.iter().zip(&results) {
+        if let Committed::MessageFailed { .. } = result {
+            keep_refused(log.dir(), op);
+        }
+    }
+    log.forget_replayed()?;
+    Ok(unapplied.ops.len())
 }
 
 /// Writes a batch, retrying while the database is unreachable. If the batch
 /// itself is refused (a constraint, a bad value), the writes are tried one
 /// by one so one bad write cannot hold up the rest; a message that still
 /// fails is reported as not stored (its sender is told; it is never acked).
-async fn write_batch(storage: &Storage, conn: &mut Option<WriterConnection>, batch: &[StoreOp]) -> Vec<Committed> {
+async fn write_batch(
+    storage: &Storage,
+    conn: &mut Option<WriterConnection>,
+    batch: &[StoreOp],
+    log_through: Option<u64>,
+) -> Vec<Committed> {
     let mut delay = Duration::from_millis(50);
     loop {
-        match apply(storage, conn, batch).await {
+        match apply(storage, conn, batch, log_through).await {
             Ok(results) => return results,
             Err(e) if is_transient(&e) => {
                 tracing::error!(error = %e, writes = batch.len(), "storage unavailable; retrying");
@@ -95,7 +342,7 @@ async fn write_batch(storage: &Storage, conn: &mut Option<WriterConnection>, bat
     }
     let mut results = Vec::with_capacity(batch.len());
     for op in batch {
-        match apply(storage, conn, std::slice::from_ref(op)).await {
+        match apply(storage, conn, std::slice::from_ref(op), None).await {
             Ok(mut r) => results.append(&mut r),
             Err(e) => {
                 tracing::error!(error = %e, "a write was refused by the database");
@@ -110,6 +357,14 @@ async fn write_batch(storage: &Storage, conn: &mut Option<WriterConnection>, bat
             }
         }
     }
+    if let Some(lsn) = log_through
+        && let Some(held) = conn
+        && let Err(e) = storage.record_message_log_applied(held, lsn).await
+    {
+        // The records then are applied again at start, and refused as
+        // already there (kept in refused.jsonl): nothing is lost.
+        tracing::error!(error = %e, "could not note how much of the message log the database holds");
+    }
     results
 }
 
@@ -119,12 +374,13 @@ async fn apply(
     storage: &Storage,
     conn: &mut Option<WriterConnection>,
     ops: &[StoreOp],
+    log_through: Option<u64>,
 ) -> Result<Vec<Committed>, StorageError> {
     let held = match conn {
         Some(held) => held,
         None => conn.insert(storage.writer_connection().await?),
     };
-    let result = storage.apply_on(held, ops).await;
+    let result = storage.apply_on(held, ops, log_through).await;
     if let Err(e) = &result
         && is_transient(e)
     {
