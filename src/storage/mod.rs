@@ -250,7 +250,11 @@ impl Storage {
                 // Behind the message log the writer's work is not waited
                 // for: it should yield the core to the connections and the
                 // log whenever they have work.
-                lower_priority(database_threads().difference(&threads_before));
+                let writer_threads: Vec<i32> = database_threads().difference(&threads_before).copied().collect();
+                if writer_threads.is_empty() {
+                    tracing::warn!("the database writer's thread was not found; it keeps its priority");
+                }
+                lower_priority(&writer_threads);
             }
             let log_restart = Arc::new(AtomicBool::new(false));
             spawn_checkpointer(pool.clone(), log_restart.clone());
