@@ -150,6 +150,33 @@ async fn a_chat_in_wrap_up_goes_back_to_its_advisor(backend: Backend) {
     server.stop().await;
 }
 
+/// A console that reconnects to long chats gets them back: a `welcome` of
+/// megabytes is written (it used to exceed the socket's write cap and drop
+/// the connection, over and over).
+#[tokio::test]
+async fn a_welcome_with_megabytes_of_history_reaches_the_console() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.security.messages_per_second = 10_000;
+        c.security.message_burst = 10_000;
+    })
+    .await;
+    let mut anna = server.advisor("anna", true).await;
+    let cookie = anna.cookie.clone().expect("cookie");
+    let (mut ada, _) = server.queued_citizen("Ada").await;
+    ada.expect("assigned").await;
+    anna.expect("assigned").await;
+    let long = "å".repeat(5000); // 10,000 bytes as UTF-8
+    for n in 0..150 {
+        say(&mut ada, json!({"type": "message", "client_msg_id": format!("m{n}"), "text": long})).await;
+    }
+    drop(anna);
+    let mut anna = Client::connect(server.addr, "/ws/advisor", Some(&cookie)).await;
+    let welcome = anna.expect("welcome").await;
+    let chats = welcome["chats"].as_array().expect("chats");
+    assert_eq!(chats[0]["messages"].as_array().map(Vec::len), Some(150));
+    assert!(welcome.to_string().len() > 1024 * 1024);
+}
+
 #[tokio::test]
 async fn the_queue_keeps_its_order_over_restarts_with_a_chat_sent_back_in_front() {
     let mut server = TestServer::start_with(Backend::Sqlite, |c| c.chat.max_chats_per_advisor = 1).await;

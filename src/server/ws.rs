@@ -58,12 +58,18 @@ pub fn max_frame_bytes(app: &App) -> usize {
     app.config.chat.max_message_bytes * 2 + 1024
 }
 
+/// A cap, not an allocation: a frame larger than the cap can never be
+/// written, and its connection drops (the console would reconnect into the
+/// same frame forever). An advisor's `welcome` carries the whole history of
+/// every open chat, megabytes for long chats, so the cap is generous.
+const MAX_WRITE_BUFFER: usize = 64 * 1024 * 1024;
+
 fn configure(upgrade: WebSocketUpgrade, app: &App) -> WebSocketUpgrade {
     let max = max_frame_bytes(app);
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(1024 * 1024)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
 }
