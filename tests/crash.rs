@@ -163,6 +163,9 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
     // Restart: every chat is taken up again with every acknowledged message, once.
     let (server, addr) = start(dir.path(), &db.url);
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
+    // The advisor's console comes back to find her available, as she was.
+    let mut advisor = Client::connect(addr, "/ws/advisor", Some(&cookie)).await;
+    assert_eq!(advisor.expect("welcome").await["status"], "available");
     let storage = kommunchat::storage::Storage::open(&db.url, &Default::default()).await.expect("open");
     let mut in_database_after = 0;
     for (c, (conversation, token, acked)) in results.iter().enumerate() {

@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 use kommunchat::domain::chat::{AdvisorProfile, ChatCore, Effect, Input, RestoredConversation, StoreOp, token_hash};
 use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest, EndReason, MessageView, Sender};
 
-on_both_backends!(queue_and_chats_survive_a_restart, a_chat_in_wrap_up_goes_back_to_its_advisor);
+on_both_backends!(
+    queue_and_chats_survive_a_restart,
+    a_chat_in_wrap_up_goes_back_to_its_advisor,
+    an_advisors_status_survives_a_restart_until_the_grace_period_ends
+);
 
 /// A new connection that resumes with `token`; returns the client and every
 /// frame up to and including `resumed`.
@@ -147,6 +151,47 @@ async fn a_chat_in_wrap_up_goes_back_to_its_advisor(backend: Backend) {
     })
     .await;
     assert!(server.storage().open_conversations().await.expect("read").is_empty());
+    server.stop().await;
+}
+
+/// The console need not say again that its advisor is available: the
+/// status comes back as after a dropped connection, within the grace
+/// period, and an advisor gone longer starts `away`.
+async fn an_advisors_status_survives_a_restart_until_the_grace_period_ends(backend: Backend) {
+    let mut server = TestServer::start_with(backend, |_| {}).await;
+    let anna = server.advisor("anna", true).await;
+    let anna_cookie = anna.cookie.clone().expect("cookie");
+    let mut bo = server.advisor("bo", true).await;
+    let bo_cookie = bo.cookie.clone().expect("cookie");
+    bo.send(json!({"type": "status", "status": "away"})).await;
+    assert_eq!(bo.expect("status").await["status"], "away");
+    drop((anna, bo));
+
+    server.restart().await;
+    let mut anna = Client::connect(server.addr, "/ws/advisor", Some(&anna_cookie)).await;
+    assert_eq!(anna.expect("welcome").await["status"], "available");
+    let mut bo = Client::connect(server.addr, "/ws/advisor", Some(&bo_cookie)).await;
+    assert_eq!(bo.expect("welcome").await["status"], "away");
+    // Available indeed: the next citizen is hers, without a word from her console.
+    let (mut ada, _) = server.queued_citizen("Ada").await;
+    ada.expect("assigned").await;
+    anna.expect("assigned").await;
+    ada.send(json!({"type": "leave"})).await;
+    ada.expect("ended").await;
+    anna.expect("wrap_up").await;
+    drop((anna, bo, ada));
+
+    // Restarted again, and Anna stays away past the grace period.
+    server.restart().await;
+    let grace = TimeDelta::seconds(server.config.chat.advisor_grace_seconds as i64);
+    server.clock.advance(grace + TimeDelta::seconds(1));
+    common::eventually("Anna's status is stored as away", || async {
+        server.storage().available_advisors().await.expect("read").is_empty()
+    })
+    .await;
+    server.restart().await;
+    let mut anna = Client::connect(server.addr, "/ws/advisor", Some(&anna_cookie)).await;
+    assert_eq!(anna.expect("welcome").await["status"], "away");
     server.stop().await;
 }
 

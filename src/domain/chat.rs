@@ -212,6 +212,9 @@ pub enum StoreOp {
     },
     /// The advisor's category and summary after the citizen had gone.
     Classified { conversation: ConversationId, category: Option<String>, summary: Option<String> },
+    /// An advisor chose a status, or was gone past the grace period (`Away`):
+    /// what a restart gives back to an advisor who comes back in time.
+    AdvisorStatus { advisor: UserId, status: AdvisorStatus },
 }
 
 /// Storage's answer for one [`StoreOp`].
@@ -525,6 +528,20 @@ impl ChatCore {
         for id in restored {
             if let (Some(c), Some(&position)) = (self.conversations.get_mut(&id), positions.get(&id)) {
                 c.last_position = position;
+            }
+        }
+    }
+
+    /// At start, after [`ChatCore::restore`]: advisors who had chosen
+    /// `available` when the last run ended get it back if their console
+    /// comes back within the grace period from `now`, exactly as after a
+    /// dropped connection; otherwise they are `away`, as any advisor gone
+    /// that long.
+    pub fn restore_available_advisors(&mut self, now: DateTime<Utc>, advisors: &[AdvisorProfile]) {
+        for profile in advisors {
+            let advisor = self.restored_advisor(now, profile, None);
+            if advisor.conn.is_none() {
+                advisor.status_before_disconnect = Some(AdvisorStatus::Available);
             }
         }
     }
@@ -1457,6 +1474,7 @@ impl ChatCore {
                 if let Some(a) = self.advisors.get_mut(&advisor_id) {
                     a.status = status;
                 }
+                out.push(Effect::Store(StoreOp::AdvisorStatus { advisor: advisor_id, status }));
                 out.push(Effect::ToAdvisor(conn, AdvisorEvent::Status { status }));
                 self.dispatch(now, out);
             }
@@ -1845,6 +1863,8 @@ impl ChatCore {
         a.status_before_disconnect = None;
         a.gone_at = None;
         let chats: Vec<ConversationId> = a.chats.iter().copied().collect();
+        // Back after this, the advisor starts `away`: after a restart too.
+        out.push(Effect::Store(StoreOp::AdvisorStatus { advisor: advisor_id, status: AdvisorStatus::Away }));
         let mut chatting: Vec<(DateTime<Utc>, ConversationId)> = Vec::new();
         for id in chats {
             match self.conversations.get(&id).map(|c| c.phase) {

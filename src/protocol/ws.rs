@@ -71,6 +71,16 @@ pub enum AdvisorStatus {
     Offline,
 }
 
+impl AdvisorStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdvisorStatus::Available => "available",
+            AdvisorStatus::Away => "away",
+            AdvisorStatus::Offline => "offline",
+        }
+    }
+}
+
 /// What an advisor's console sends on `/ws/advisor`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]

@@ -116,6 +116,7 @@ impl Server {
             tracing::warn!(interrupted, "open conversations without a resume token were ended as interrupted");
         }
         let open = storage.open_conversations().await.map_err(storage_error)?;
+        let available = storage.available_advisors().await.map_err(storage_error)?;
         let handled = storage.recent_handle_seconds(HANDLE_TIMES_LEARNED).await.map_err(storage_error)?;
         ensure_first_admin(&storage, clock.as_ref(), addr).await.map_err(storage_error)?;
 
@@ -133,6 +134,7 @@ impl Server {
             tracing::info!(restored = open.len(), "open conversations taken up again");
         }
         core.restore(clock.now(), open);
+        core.restore_available_advisors(clock.now(), &available);
         core.learn_handle_times(&handled);
         let (live_tx, live) = tokio::sync::watch::channel(Arc::new(core.live_figures(clock.now())));
         let tick = tick_interval(&config);

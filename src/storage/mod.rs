@@ -498,6 +498,14 @@ impl Storage {
                         events.push(QueueEvent { detail: Some(reason.as_str()), ..QueueEvent::new(Some(conversation), "ended", *at) });
                         Committed::Ended { conversation: *conversation }
                     }
+                    StoreOp::AdvisorStatus { advisor, status } => {
+                        sqlx::query("UPDATE users SET advisor_status = $1 WHERE id = $2")
+                            .bind(status.as_str())
+                            .bind(*advisor)
+                            .execute(&mut *tx)
+                            .await?;
+                        Committed::Done
+                    }
                     StoreOp::Classified { conversation, category, summary } => {
                         sqlx::query("UPDATE conversations SET category = COALESCE($1, category), summary = COALESCE($2, summary), wrap_up_pending = 0 WHERE id = $3")
                             .bind(category.as_deref())
@@ -565,6 +573,28 @@ impl Storage {
             bind_messages!(sqlx::query(&sql), ops).execute(&mut **c).await?;
         });
         Ok(Some(results))
+    }
+
+    /// Advisors whose last own choice of status was `available`
+    /// ([`crate::domain::chat::ChatCore::restore_available_advisors`]).
+    pub async fn available_advisors(&self) -> Result<Vec<AdvisorProfile>, StorageError> {
+        let mut advisors = Vec::new();
+        on_db!(&self.db, pool => {
+            let rows = sqlx::query(
+                "SELECT id, username, display_name, role FROM users WHERE advisor_status = 'available' ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            for row in rows {
+                advisors.push(AdvisorProfile {
+                    id: row.try_get("id")?,
+                    username: row.try_get("username")?,
+                    display_name: row.try_get::<String, _>("display_name")?.into(),
+                    role: row.try_get("role")?,
+                });
+            }
+        });
+        Ok(advisors)
     }
 
     /// At start, before [`Storage::open_conversations`]: conversations left
