@@ -95,18 +95,23 @@ async fn write_directly(
     let mut conn = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+        take_waiting(&mut rx, &mut batch, max_batch);
         let started = Instant::now();
         let results = write_batch(&storage, &mut conn, &batch, None).await;
         on_commit(&batch, results, started.elapsed());
         batch.clear();
         if let Some(conn) = &mut conn {
             storage.finish_checkpoint_if_due(conn).await;
+        }
+    }
+}
+
+/// Adds to `batch` the writes already waiting, up to `max_batch` in all.
+fn take_waiting(rx: &mut mpsc::UnboundedReceiver<StoreOp>, batch: &mut Vec<StoreOp>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(_) => break,
         }
     }
 }
@@ -135,12 +140,7 @@ fn log_messages(
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+        take_waiting(&mut rx, &mut batch, max_batch);
         let started = Instant::now();
         let only_messages = batch.iter().all(|op| matches!(op, StoreOp::Message { .. }));
         let mut failed_through = None;
