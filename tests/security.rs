@@ -241,9 +241,16 @@ async fn flooding_is_rate_limited_then_closed() {
     assert_eq!(code, Some(1008), "abuse closes the connection");
     assert!(limited >= 5, "refusals were announced ({limited})");
     assert!(acks <= 5, "only the burst got through ({acks})");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // What got through is stored (acks in flight at the close are re-sent on resume); the rest never was.
-    let stored = server.storage().transcript(queued["conversation_id"].as_str().expect("id")).await.expect("t");
+    // What got through is stored (acks in flight at the close are re-sent on
+    // resume; the database takes in what the message log acknowledged within
+    // `message_log_apply_ms`); the rest never was.
+    let conversation = queued["conversation_id"].as_str().expect("id");
+    common::eventually("every acknowledged message is in the database", || async {
+        server.storage().transcript(conversation).await.expect("t").len() >= acks
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stored = server.storage().transcript(conversation).await.expect("t");
     assert!(stored.len() >= acks && stored.len() <= 5, "{} stored", stored.len());
 }
 
