@@ -228,7 +228,11 @@ impl Storage {
             // the database and syncs it, tens of milliseconds at times, and
             // every commit behind it would wait. The checkpointer task does it
             // beside the writer instead.
-            let threads_before = database_threads();
+            // Behind the message log the writer's work is not waited for:
+            // it should yield the core to the connections and the log
+            // whenever they have work.
+            let lower_writer_priority = config.message_log && sqlite_file.is_some();
+            let threads_before = if lower_writer_priority { database_threads() } else { Default::default() };
             let writes = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -246,10 +250,7 @@ impl Storage {
                         .pragma("journal_size_limit", LOG_SIZE_LIMIT_BYTES.to_string()),
                 )
                 .await?;
-            if config.message_log && sqlite_file.is_some() {
-                // Behind the message log the writer's work is not waited
-                // for: it should yield the core to the connections and the
-                // log whenever they have work.
+            if lower_writer_priority {
                 let writer_threads: Vec<i32> = database_threads().difference(&threads_before).copied().collect();
                 if writer_threads.is_empty() {
                     tracing::warn!("the database writer's thread was not found; it keeps its priority");
@@ -335,7 +336,7 @@ impl Storage {
     /// writes applied one by one, outside one transaction).
     pub async fn record_message_log_applied(&self, conn: &mut WriterConnection, lsn: u64) -> Result<(), StorageError> {
         on_writer!(conn, c => {
-            sqlx::query("UPDATE message_log_applied SET lsn = $1 WHERE id = 1 AND lsn < $1")
+            sqlx::query(RECORD_LOG_APPLIED)
                 .bind(lsn as i64)
                 .execute(&mut **c)
                 .await?;
@@ -380,12 +381,7 @@ impl Storage {
                         let sql = message_insert_sql(chunk.len(), self.is_sqlite());
                         let q = bind_messages!(sqlx::query(&sql), chunk);
                         q.execute(&mut *tx).await?;
-                        results.extend(chunk.iter().filter_map(|op| match op {
-                            StoreOp::Message { conversation, seq, .. } => {
-                                Some(Committed::Message { conversation: *conversation, seq: *seq })
-                            }
-                            _ => None,
-                        }));
+                        results.extend(messages_committed(chunk));
                         // Numbers that need a secrecy review: flag the errand and
                         // remember the mention for access requests.
                         for op in chunk {
@@ -532,7 +528,7 @@ impl Storage {
                 q.execute(&mut *tx).await?;
             }
             if let Some(lsn) = log_through {
-                sqlx::query("UPDATE message_log_applied SET lsn = $1 WHERE id = 1 AND lsn < $1")
+                sqlx::query(RECORD_LOG_APPLIED)
                     .bind(lsn as i64)
                     .execute(&mut *tx)
                     .await?;
@@ -1330,6 +1326,19 @@ const LOG_SIZE_LIMIT_BYTES: i64 = 64 << 20;
 /// Checkpoints the write-ahead log from a connection of the general pool, so
 /// the writer's commits never wait for one. PASSIVE: it copies what no reader
 /// still needs and never blocks the writer. Ends when the pool is closed.
+/// Notes the last message-log record the database holds (never backwards).
+const RECORD_LOG_APPLIED: &str = "UPDATE message_log_applied SET lsn = $1 WHERE id = 1 AND lsn < $1";
+
+/// The answers for the chat messages among `ops`, in order: stored.
+pub(crate) fn messages_committed(ops: &[StoreOp]) -> impl Iterator<Item = Committed> + '_ {
+    ops.iter().filter_map(|op| match op {
+        StoreOp::Message { conversation, seq, .. } => {
+            Some(Committed::Message { conversation: *conversation, seq: *seq })
+        }
+        _ => None,
+    })
+}
+
 /// The threads of sqlx's SQLite connections (each connection has one).
 fn database_threads() -> std::collections::BTreeSet<i32> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {

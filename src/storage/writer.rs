@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::message_log::{MessageLog, MessageLogError, Unapplied};
-use super::{Storage, StorageError, WriterConnection};
+use super::{Storage, StorageError, WriterConnection, messages_committed};
 use crate::domain::chat::{Committed, StoreOp};
 
 /// Submits writes to the writer task.
@@ -148,16 +148,7 @@ fn log_messages(
             let first_lsn = log.next_lsn();
             match log.append(&batch) {
                 Ok(Some(through)) => {
-                    let results = batch
-                        .iter()
-                        .filter_map(|op| match op {
-                            StoreOp::Message { conversation, seq, .. } => {
-                                Some(Committed::Message { conversation: *conversation, seq: *seq })
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    on_commit(&batch, results, started.elapsed());
+                    on_commit(&batch, messages_committed(&batch).collect(), started.elapsed());
                     if to_applier.send(ForApplier::Logged { ops: batch, through }).is_err() {
                         return;
                     }
