@@ -72,7 +72,8 @@ fn start_with(dir: &Path, db_url: &str, env: &[(&str, &str)]) -> (ChildGuard, St
     (ChildGuard(child), addr)
 }
 
-async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
+/// `extra_env`: more settings for the server under test.
+async fn kill_nine_loses_no_acknowledged_message(backend: Backend, extra_env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("kommunchat.toml"), ALWAYS_OPEN).expect("config");
     let db = TestDb::new(backend).await;
@@ -90,7 +91,9 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend) {
     // With SQLite, messages are acknowledged from the message log; here the
     // database takes them in only once a minute (or before another write),
     // so when the server dies the log alone holds most of them.
-    let (mut server, addr) = start_with(dir.path(), &db.url, &[("KOMMUNCHAT_STORAGE__MESSAGE_LOG_APPLY_MS", "60000")]);
+    let mut env = vec![("KOMMUNCHAT_STORAGE__MESSAGE_LOG_APPLY_MS", "60000")];
+    env.extend_from_slice(extra_env);
+    let (mut server, addr) = start_with(dir.path(), &db.url, &env);
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
     let http = reqwest::Client::new();
     let login = http
@@ -236,10 +239,18 @@ async fn a_second_server_on_the_same_sqlite_database_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_sqlite() {
-    kill_nine_loses_no_acknowledged_message(Backend::Sqlite).await;
+    kill_nine_loses_no_acknowledged_message(Backend::Sqlite, &[]).await;
+}
+
+/// With `synchronous = normal` the log is written without a flush, from the
+/// runtime itself: a crash of the process must still lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_sqlite_synchronous_normal() {
+    kill_nine_loses_no_acknowledged_message(Backend::Sqlite, &[("KOMMUNCHAT_STORAGE__SQLITE_SYNCHRONOUS", "normal")])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_postgres() {
-    kill_nine_loses_no_acknowledged_message(Backend::Postgres).await;
+    kill_nine_loses_no_acknowledged_message(Backend::Postgres, &[]).await;
 }

@@ -172,6 +172,12 @@ impl MessageLog {
         Ok((log, unapplied))
     }
 
+    /// Whether an append waits for the disk (`synchronous = full`), or only
+    /// hands the records to the operating system (`normal`).
+    pub fn flushes(&self) -> bool {
+        self.fsync
+    }
+
     /// Appends the messages in `ops` (other writes are skipped) as one write,
     /// durable when this returns. Returns the LSN of the last one, or `None`
     /// when there were none.
