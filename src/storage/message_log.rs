@@ -42,7 +42,9 @@ const MAX_RECORD_BYTES: u32 = 1024 * 1024;
 const GROW_BYTES: u64 = 256 * 1024;
 /// Emptied segments kept to be written over rather than new files grown.
 const SPARE_SEGMENTS: usize = 2;
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// CRC-32C, computed sixteen bytes a step: the byte-wise table cost 2.5% of
+/// the server's samples at 20,000 messages/s (the same checksums either way).
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 const HEADER_BYTES: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
@@ -405,6 +407,13 @@ fn decode(bytes: &[u8], first: u64) -> (Vec<Record>, bool) {
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
+
+    /// The checksum is part of the format on disk: logs written by any
+    /// version must read back, however the checksum is computed.
+    #[test]
+    fn the_checksum_is_crc32c() {
+        assert_eq!(CRC.checksum(b"123456789"), 0xE306_9283);
+    }
 
     fn message(seq: u64, text: &str) -> StoreOp {
         StoreOp::Message {
