@@ -16,6 +16,7 @@ use kommunchat::protocol::ws::{CitizenEvent, CitizenRequest, EndReason, MessageV
 on_both_backends!(
     queue_and_chats_survive_a_restart,
     a_chat_in_wrap_up_goes_back_to_its_advisor,
+    a_wrap_up_of_a_removed_advisor_is_closed_as_it_stands,
     an_advisors_status_survives_a_restart_until_the_grace_period_ends
 );
 
@@ -150,6 +151,31 @@ async fn a_chat_in_wrap_up_goes_back_to_its_advisor(backend: Backend) {
         errand.category.as_deref() == Some("Övrigt")
     })
     .await;
+    assert!(server.storage().open_conversations().await.expect("read").is_empty());
+    server.stop().await;
+}
+
+/// Nobody can finish a wrap-up once its advisor's account is removed: the
+/// errand is closed as it stands, and no start takes it up again.
+async fn a_wrap_up_of_a_removed_advisor_is_closed_as_it_stands(backend: Backend) {
+    let mut server = TestServer::start_with(backend, |_| {}).await;
+    let mut anna = server.advisor("anna", true).await;
+    let (mut ada, _) = server.queued_citizen("Ada").await;
+    ada.expect("assigned").await;
+    let conversation = cid(&anna.expect("assigned").await["chat"]);
+    say(&mut ada, json!({"type": "message", "client_msg_id": "a1", "text": "Tack, det var allt."})).await;
+    ada.send(json!({"type": "leave"})).await;
+    let ended = ada.expect("ended").await;
+    anna.expect("wrap_up").await;
+    assert_eq!(server.storage().open_conversations().await.expect("read").len(), 1, "in wrap-up before");
+
+    assert!(server.storage().remove_user("anna").await.expect("remove"));
+    assert!(server.storage().open_conversations().await.expect("read").is_empty());
+    server.restart().await;
+    let errand = server.storage().errand(&conversation).await.expect("query").expect("the errand is kept");
+    assert_eq!(errand.errand_number.as_deref(), ended["errand_number"].as_str());
+    assert_eq!(errand.category, None);
+    assert_eq!(errand.transcript.len(), 1, "the transcript is kept");
     assert!(server.storage().open_conversations().await.expect("read").is_empty());
     server.stop().await;
 }

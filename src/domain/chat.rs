@@ -449,7 +449,8 @@ impl ChatCore {
                 continue;
             }
             let phase = match (r.wrap_up, r.queue_place, &r.advisor) {
-                // In wrap-up without its advisor's account: nobody could close it.
+                // In wrap-up without its advisor's account: nobody could close
+                // it (removing an account closes its wrap-ups; this is a guard).
                 (Some(_), _, None) => continue,
                 (Some(_), _, Some(profile)) => {
                     // Not counted against the advisor's limit.

@@ -1105,10 +1105,17 @@ impl Storage {
         Ok(users)
     }
 
-    /// Removes a user and their sessions; true if there was one.
+    /// Removes a user and their sessions; true if there was one. Chats of
+    /// theirs in wrap-up are closed as they stand (their errands kept,
+    /// unclassified): nobody else can finish them, and a later start would
+    /// otherwise find them waiting for an advisor who cannot come back.
     pub async fn remove_user(&self, username: &str) -> Result<bool, StorageError> {
         let n = on_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE conversations SET wrap_up_pending = 0 WHERE wrap_up_pending = 1 AND advisor_id IN (SELECT id FROM users WHERE username = $1)")
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE username = $1)")
                 .bind(username)
                 .execute(&mut *tx)
