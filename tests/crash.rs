@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Backend, ChildGuard, Client, TestDb};
@@ -110,7 +112,9 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend, extra_env: &[
 
     // Five citizens write as fast as they can; acks are recorded as they come.
     let mut writers = Vec::new();
+    let acks_so_far = Arc::new(AtomicUsize::new(0));
     for c in 0..5 {
+        let acks_so_far = acks_so_far.clone();
         writers.push(tokio::spawn(async move {
             let mut citizen = Client::connect(addr, "/ws/citizen", None).await;
             citizen.expect("welcome").await;
@@ -135,6 +139,7 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend, extra_env: &[
                 match tokio::time::timeout(Duration::from_millis(5), citizen.next()).await {
                     Ok(Some(frame)) => {
                         if frame["type"] == "ack" {
+                            acks_so_far.fetch_add(1, Ordering::Relaxed);
                             acked.insert(frame["client_msg_id"].as_str().expect("id").to_owned(), frame["seq"].as_u64().expect("seq"));
                         }
                     }
@@ -144,8 +149,12 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend, extra_env: &[
             }
         }));
     }
-    // Let traffic build up, then kill the server without warning.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Let traffic build up (however slow the machine), then kill the server
+    // without warning while the citizens are still writing.
+    let building = tokio::time::Instant::now();
+    while acks_so_far.load(Ordering::Relaxed) < 300 && building.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.0.kill().expect("kill -9");
     server.0.wait().expect("reaped");
     let mut results = Vec::new();
