@@ -33,8 +33,9 @@ use crate::protocol::ws::{self, AdvisorEvent, AdvisorRequest, CitizenEvent, Citi
 
 /// Read buffer per connection: most chat frames fit; a larger one grows it.
 const READ_BUFFER: usize = 256;
-/// Outgoing frames are written straight through rather than gathered.
-const WRITE_BUFFER: usize = 0;
+/// Outgoing frames waiting together are gathered up to this much and sent
+/// in one write at the flush that ends each batch ([`write_frames`]).
+const WRITE_BUFFER: usize = 16 * 1024;
 /// A ping goes out this often; a connection silent for [`IDLE_TIMEOUT`] is closed.
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
