@@ -116,7 +116,7 @@ pub async fn run(
     // order of their `assigned` effects.
     let mut assignments: VecDeque<Instant> = VecDeque::new();
     let mut last_live = tokio::time::Instant::now() - LIVE_INTERVAL;
-    let mut outboxes: HashMap<ConnId, OutboxSender<Outgoing>> = HashMap::new();
+    let mut outboxes = Outboxes::new();
     let mut effects = Vec::new();
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -142,7 +142,7 @@ pub async fn run(
                             };
                             apply(&mut core, now, input, received, &mut effects, &mut assignments);
                             if let Some(conn) = gone {
-                                outboxes.remove(&conn);
+                                outboxes.remove(conn);
                             }
                         }
                         HubCommand::Heartbeat { slice } => heartbeat(&outboxes, slice),
@@ -205,21 +205,50 @@ fn apply(
     assignments.extend(std::iter::repeat_n(received, assigned));
 }
 
+/// The connections' outboxes, kept by heartbeat slice: a heartbeat visits
+/// its own slice's connections only, not all 19,000 of them each time.
+struct Outboxes {
+    slices: Vec<HashMap<ConnId, OutboxSender<Outgoing>>>,
+}
+
+impl Outboxes {
+    fn new() -> Outboxes {
+        Outboxes { slices: (0..HEARTBEAT_SLICES).map(|_| HashMap::new()).collect() }
+    }
+
+    /// The slice a connection belongs to (below `HEARTBEAT_SLICES`, so it fits).
+    fn slice_of(conn: ConnId) -> usize {
+        (conn % HEARTBEAT_SLICES) as usize
+    }
+
+    fn insert(&mut self, conn: ConnId, outbox: OutboxSender<Outgoing>) {
+        self.slices[Self::slice_of(conn)].insert(conn, outbox);
+    }
+
+    fn get(&self, conn: ConnId) -> Option<&OutboxSender<Outgoing>> {
+        self.slices[Self::slice_of(conn)].get(&conn)
+    }
+
+    fn remove(&mut self, conn: ConnId) -> Option<OutboxSender<Outgoing>> {
+        self.slices[Self::slice_of(conn)].remove(&conn)
+    }
+}
+
 /// Flags the outboxes of one heartbeat slice: one shared clock instead of a
-/// timer in each of 19,000 sockets. A walk over the map's entries is a few
-/// nanoseconds each; what costs is the pings, and those are a slice's share.
-fn heartbeat(outboxes: &HashMap<ConnId, OutboxSender<Outgoing>>, slice: u64) {
-    for (conn, outbox) in outboxes {
-        if conn % HEARTBEAT_SLICES == slice {
-            outbox.heartbeat();
-        }
+/// timer in each of 19,000 sockets.
+fn heartbeat(outboxes: &Outboxes, slice: u64) {
+    let Some(connections) = usize::try_from(slice).ok().and_then(|i| outboxes.slices.get(i)) else {
+        return;
+    };
+    for outbox in connections.values() {
+        outbox.heartbeat();
     }
 }
 
 /// Hands the effects on: frames to outboxes, writes to the writer.
 /// `assignments` holds one instant per `assigned` effect, in order (see [`Outgoing::Timed`]).
 fn deliver(
-    outboxes: &mut HashMap<ConnId, OutboxSender<Outgoing>>,
+    outboxes: &mut Outboxes,
     writer: &WriterHandle,
     effects: &mut Vec<Effect>,
     assignments: &mut VecDeque<Instant>,
@@ -244,13 +273,13 @@ fn deliver(
             },
             Effect::ToAdvisor(conn, event) => (conn, Outgoing::Advisor(Box::new(event))),
             Effect::Close(conn, reason) => {
-                if let Some(outbox) = outboxes.remove(&conn) {
+                if let Some(outbox) = outboxes.remove(conn) {
                     let _ = outbox.try_send(Outgoing::Close(reason));
                 }
                 continue;
             }
         };
-        let Some(outbox) = outboxes.get(&conn) else {
+        let Some(outbox) = outboxes.get(conn) else {
             continue;
         };
         let sent = if burst == Some(conn) { outbox.send_more(frame) } else { outbox.try_send(frame) };
@@ -260,7 +289,7 @@ fn deliver(
             // Full (the client does not read) or closed: drop the outbox; the
             // connection ends and the client resumes from its last `seq`.
             tracing::warn!(conn, "connection too slow to keep up; closing it");
-            outboxes.remove(&conn);
+            outboxes.remove(conn);
             burst = None;
         }
     }
@@ -295,16 +324,16 @@ mod tests {
     #[test]
     fn one_event_may_exceed_the_outbox_but_a_reader_that_never_reads_is_dropped_at_the_next() {
         let (writer, _writes) = WriterHandle::detached();
-        let mut outboxes = HashMap::new();
+        let mut outboxes = Outboxes::new();
         let (tx, mut rx) = outbox(OUTBOX_CAPACITY);
         outboxes.insert(1, tx);
         // A resume's replay: more frames than the outbox holds, in one go.
         let mut effects: Vec<Effect> = (1..=2 * OUTBOX_CAPACITY as u64).map(message).collect();
         deliver(&mut outboxes, &writer, &mut effects, &mut VecDeque::new());
-        assert!(outboxes.contains_key(&1), "the replay is delivered whole");
+        assert!(outboxes.get(1).is_some(), "the replay is delivered whole");
         // Nothing read; the next frame finds it full and drops the connection.
         deliver(&mut outboxes, &writer, &mut vec![message(1000)], &mut VecDeque::new());
-        assert!(!outboxes.contains_key(&1));
+        assert!(outboxes.get(1).is_none());
         let mut received = 0;
         while rx.try_recv().is_some() {
             received += 1;
@@ -314,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_heartbeat_reaches_its_slice_only_and_every_slice_in_turn_reaches_everyone() {
-        let mut outboxes = HashMap::new();
+        let mut outboxes = Outboxes::new();
         let mut receivers = Vec::new();
         for conn in 0..2 * HEARTBEAT_SLICES {
             let (tx, rx) = outbox(4);
