@@ -113,19 +113,32 @@ async fn queue_and_chats_survive_a_restart(backend: Backend) {
     server.stop().await;
 }
 
-async fn a_chat_in_wrap_up_goes_back_to_its_advisor(backend: Backend) {
-    let mut server = TestServer::start_with(backend, |_| {}).await;
-    let anna = server.advisor("anna", true).await;
-    let cookie = anna.cookie.clone().expect("cookie");
-    let mut anna = anna;
+/// Anna's chat with Ada, after one message from Ada and her leaving: in wrap-up.
+struct InWrapUp {
+    anna_cookie: String,
+    /// Ada's `queued` frame (her resume token).
+    queued: Value,
+    conversation: String,
+    /// Ada's `ended` frame (the errand number).
+    ended: Value,
+}
+
+async fn a_chat_in_wrap_up(server: &TestServer) -> InWrapUp {
+    let mut anna = server.advisor("anna", true).await;
+    let anna_cookie = anna.cookie.clone().expect("cookie");
     let (mut ada, queued) = server.queued_citizen("Ada").await;
     ada.expect("assigned").await;
-    let chat = anna.expect("assigned").await;
-    let conversation = cid(&chat["chat"]);
+    let conversation = cid(&anna.expect("assigned").await["chat"]);
     say(&mut ada, json!({"type": "message", "client_msg_id": "a1", "text": "Tack, det var allt."})).await;
     ada.send(json!({"type": "leave"})).await;
     let ended = ada.expect("ended").await;
     assert_eq!(anna.expect("wrap_up").await["conversation_id"], conversation.as_str());
+    InWrapUp { anna_cookie, queued, conversation, ended }
+}
+
+async fn a_chat_in_wrap_up_goes_back_to_its_advisor(backend: Backend) {
+    let mut server = TestServer::start_with(backend, |_| {}).await;
+    let InWrapUp { anna_cookie: cookie, queued, conversation, ended } = a_chat_in_wrap_up(&server).await;
 
     server.restart().await;
 
@@ -159,14 +172,7 @@ async fn a_chat_in_wrap_up_goes_back_to_its_advisor(backend: Backend) {
 /// errand is closed as it stands, and no start takes it up again.
 async fn a_wrap_up_of_a_removed_advisor_is_closed_as_it_stands(backend: Backend) {
     let mut server = TestServer::start_with(backend, |_| {}).await;
-    let mut anna = server.advisor("anna", true).await;
-    let (mut ada, _) = server.queued_citizen("Ada").await;
-    ada.expect("assigned").await;
-    let conversation = cid(&anna.expect("assigned").await["chat"]);
-    say(&mut ada, json!({"type": "message", "client_msg_id": "a1", "text": "Tack, det var allt."})).await;
-    ada.send(json!({"type": "leave"})).await;
-    let ended = ada.expect("ended").await;
-    anna.expect("wrap_up").await;
+    let InWrapUp { conversation, ended, .. } = a_chat_in_wrap_up(&server).await;
     assert_eq!(server.storage().open_conversations().await.expect("read").len(), 1, "in wrap-up before");
 
     assert!(server.storage().remove_user("anna").await.expect("remove"));

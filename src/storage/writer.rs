@@ -50,8 +50,9 @@ impl StoreWriter {
     /// and the queue is drained (the database then holds everything).
     ///
     /// With a message log, batches of nothing but chat messages are made
-    /// durable in the log and answered at once, on a thread of the log's
-    /// own; the database is brought up to date behind it by the applier task
+    /// durable in the log and answered at once by the log's task (on a
+    /// thread of its own when appends are flushed, in the runtime when not);
+    /// the database is brought up to date behind it by the applier task
     /// (see [`super::message_log`]). Any other write waits until the database
     /// holds everything before it and is answered from there, so whatever a
     /// logged message refers to (its conversation) is in the database first.
@@ -131,7 +132,7 @@ fn take_waiting(rx: &mut mpsc::UnboundedReceiver<StoreOp>, batch: &mut Vec<Store
     }
 }
 
-/// What the log's thread hands the applier.
+/// What the log's task hands the applier.
 enum ForApplier {
     /// Messages in the log through `through`, already answered.
     Logged { ops: Vec<StoreOp>, through: u64 },
