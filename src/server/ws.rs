@@ -31,8 +31,12 @@ use crate::metrics::{ConnectionGuard, Metrics};
 use crate::outbox::Received;
 use crate::protocol::ws::{self, AdvisorEvent, AdvisorRequest, CitizenEvent, CitizenRequest, ErrorCode};
 
-/// Read buffer per connection: most chat frames fit; a larger one grows it.
-const READ_BUFFER: usize = 256;
+/// Read buffer per connection, and the most one `recv` takes: a message of
+/// 200 characters with its JSON envelope and frame header (about 350 bytes
+/// from an advisor) arrives in one read; with 256 it took two, and the
+/// second `recv` was a tenth of the server's CPU under load. Every idle
+/// connection holds it, so it stays this small (docs/benchmarks.md).
+const READ_BUFFER: usize = 384;
 /// Outgoing frames waiting together are gathered up to this much and sent
 /// in one write at the flush that ends each batch ([`write_frames`]).
 const WRITE_BUFFER: usize = 16 * 1024;
