@@ -377,11 +377,20 @@ impl Storage {
                 // Consecutive messages go in one multi-row INSERT.
                 let run = ops[i..].iter().take_while(|op| matches!(op, StoreOp::Message { .. })).count();
                 if run > 0 {
-                    for chunk in ops[i..i + run].chunks(MESSAGE_ROWS_PER_INSERT) {
+                    let messages = &ops[i..i + run];
+                    // Inserted in key order (conversation, seq), not in the
+                    // order they came: consecutive rows then land on the same
+                    // page, found warm, instead of a seek to another
+                    // conversation's page for every row.
+                    let mut in_key_order: Vec<&StoreOp> = messages.iter().collect();
+                    in_key_order.sort_unstable_by_key(|op| match op {
+                        StoreOp::Message { conversation, seq, .. } => Some((*conversation, *seq)),
+                        _ => None,
+                    });
+                    for chunk in in_key_order.chunks(MESSAGE_ROWS_PER_INSERT) {
                         let sql = message_insert_sql(chunk.len(), self.is_sqlite());
                         let q = bind_messages!(sqlx::query(&sql), chunk);
                         q.execute(&mut *tx).await?;
-                        results.extend(messages_committed(chunk));
                         // Numbers that need a secrecy review: flag the errand and
                         // remember the mention for access requests.
                         for op in chunk {
@@ -407,6 +416,7 @@ impl Storage {
                             }
                         }
                     }
+                    results.extend(messages_committed(messages));
                     i += run;
                     continue;
                 }
