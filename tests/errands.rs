@@ -311,6 +311,65 @@ async fn retention_removes_exactly_what_is_due(backend: Backend) {
     assert_eq!(facts.len(), 4);
 }
 
+/// One batch holding two errands whose messages alternate (as the writer
+/// takes them from several chats at once): each answer belongs to the write
+/// in its place, and each transcript holds its own messages in order, with
+/// the personnummer flag on the errand that mentioned one.
+async fn interleaved_messages_keep_their_answers_and_transcripts(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = Storage::open(&db.url, &Default::default()).await.expect("open");
+    let when = at("2026-11-02T10:00:00+01:00");
+    let first = seed_ops(when, "Skola", &["a1", "a2", &format!("a3 {PNR}"), "a4"]);
+    let second = seed_ops(when, "Bygga och bo", &["b1", "b2", "b3", "b4"]);
+    // `seed_ops` gives creation, assignment, the messages, the end. Here: both
+    // errands' creation and assignment, then their messages alternating (the
+    // second errand's first), then both ends.
+    let set_up = |ops: &[StoreOp]| ops[..2].to_vec();
+    let messages = |ops: &[StoreOp]| ops[2..ops.len() - 1].to_vec();
+    let end = |ops: &[StoreOp]| ops[ops.len() - 1].clone();
+    let mut ops: Vec<StoreOp> = [set_up(&first), set_up(&second)].concat();
+    for (a, b) in messages(&first).into_iter().zip(messages(&second)) {
+        ops.extend([b, a]);
+    }
+    ops.extend([end(&first), end(&second)]);
+
+    let results = storage.apply(&ops).await.expect("apply");
+    assert_eq!(results.len(), ops.len());
+    for (op, result) in ops.iter().zip(&results) {
+        if let StoreOp::Message { conversation, seq, .. } = op {
+            assert_eq!(
+                result,
+                &Committed::Message { conversation: *conversation, seq: *seq },
+                "the answer in its place"
+            );
+        }
+    }
+    let conversation_of = |ops: &[StoreOp]| match &ops[0] {
+        StoreOp::Created { conversation, .. } => conversation.to_string(),
+        other => panic!("not a creation: {other:?}"),
+    };
+    for (own, texts, flagged) in [
+        (conversation_of(&first), vec!["a1", "a2", "a3 811218-9876", "a4"], true),
+        (conversation_of(&second), vec!["b1", "b2", "b3", "b4"], false),
+    ] {
+        let errand = storage.errand(&own).await.expect("query").expect("stored");
+        let stored: Vec<(i64, &str)> = errand.transcript.iter().map(|l| (l.seq, l.body.as_str())).collect();
+        let expected: Vec<(i64, &str)> = texts.iter().enumerate().map(|(i, t)| (i as i64 + 1, *t)).collect();
+        assert_eq!(stored, expected);
+        assert_eq!(errand.secrecy_flag, flagged, "secrecy review flag of {own}");
+    }
+}
+
+#[tokio::test]
+async fn interleaved_messages_sqlite() {
+    interleaved_messages_keep_their_answers_and_transcripts(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn interleaved_messages_postgres() {
+    interleaved_messages_keep_their_answers_and_transcripts(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn registry_sqlite() {
     registry_release_and_access(Backend::Sqlite).await;
