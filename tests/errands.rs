@@ -319,8 +319,10 @@ async fn interleaved_messages_keep_their_answers_and_transcripts(backend: Backen
     let db = TestDb::new(backend).await;
     let storage = Storage::open(&db.url, &Default::default()).await.expect("open");
     let when = at("2026-11-02T10:00:00+01:00");
-    let first = seed_ops(when, "Skola", &["a1", "a2", &format!("a3 {PNR}"), "a4"]);
-    let second = seed_ops(when, "Bygga och bo", &["b1", "b2", "b3", "b4"]);
+    let a3 = format!("a3 {PNR}");
+    let (first_texts, second_texts) = (["a1", "a2", a3.as_str(), "a4"], ["b1", "b2", "b3", "b4"]);
+    let first = seed_ops(when, "Skola", &first_texts);
+    let second = seed_ops(when, "Bygga och bo", &second_texts);
     // `seed_ops` gives creation, assignment, the messages, the end. Here: both
     // errands' creation and assignment, then their messages alternating (the
     // second errand's first), then both ends.
@@ -348,10 +350,9 @@ async fn interleaved_messages_keep_their_answers_and_transcripts(backend: Backen
         StoreOp::Created { conversation, .. } => conversation.to_string(),
         other => panic!("not a creation: {other:?}"),
     };
-    for (own, texts, flagged) in [
-        (conversation_of(&first), vec!["a1", "a2", "a3 811218-9876", "a4"], true),
-        (conversation_of(&second), vec!["b1", "b2", "b3", "b4"], false),
-    ] {
+    for (own, texts, flagged) in
+        [(conversation_of(&first), first_texts, true), (conversation_of(&second), second_texts, false)]
+    {
         let errand = storage.errand(&own).await.expect("query").expect("stored");
         let stored: Vec<(i64, &str)> = errand.transcript.iter().map(|l| (l.seq, l.body.as_str())).collect();
         let expected: Vec<(i64, &str)> = texts.iter().enumerate().map(|(i, t)| (i as i64 + 1, *t)).collect();
