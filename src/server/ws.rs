@@ -104,7 +104,11 @@ pub async fn citizen(
                 .map(|request| Input::Citizen { conn, request })
                 .map_err(|e| ws::encode(&citizen_error(ErrorCode::BadRequest, e.0)))
         };
-        let span = tracing::info_span!("connection", conn, role = "citizen");
+        // At `debug`, not `info`: nothing in a connection's task logs at
+        // `info`, and an enabled span is held for the connection's whole
+        // life: 400–800 B of each idle connection at the default level,
+        // which put it over 4 KiB (docs/benchmarks.md).
+        let span = tracing::debug_span!("connection", conn, role = "citizen");
         let frames = attach(&app, conn, Input::CitizenConnected { conn }, Role::Citizen);
         let held = Held {
             _slot: Some(slot),
@@ -144,7 +148,8 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
                 .map(|request| Input::Advisor { conn, request })
                 .map_err(|e| ws::encode(&advisor_error(ErrorCode::BadRequest, e.0)))
         };
-        let span = tracing::info_span!("connection", conn, role = "advisor", user = profile.id);
+        // At `debug`, as the citizen's (above).
+        let span = tracing::debug_span!("connection", conn, role = "advisor", user = profile.id);
         let frames = attach(&app, conn, Input::AdvisorConnected { conn, advisor: profile }, Role::Advisor);
         let mut watch = SessionWatch::new(&app, session);
         let watched = app.clone();
