@@ -19,6 +19,7 @@ use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::admission::{self, Admission, AdmissionPolicy, RefusalReason};
+use super::client_ids::{ClientIds, ClientMessage};
 use super::hours::{OpenStatus, OpeningHours, local_date};
 use super::queue::{QueueKey, WaitQueue};
 use crate::protocol::hours::reason_now;
@@ -252,12 +253,6 @@ enum Phase {
     Closing,
 }
 
-#[derive(Debug, Clone)]
-enum ClientMessage {
-    Pending { text: Arc<str> },
-    Stored { text: Arc<str>, seq: u64, at: DateTime<Utc> },
-}
-
 #[derive(Debug)]
 struct PendingMessage {
     view: MessageView,
@@ -288,7 +283,7 @@ struct Conversation {
     next_seq: u64,
     history: Vec<MessageView>,
     pending: Vec<(u64, PendingMessage)>,
-    client_ids: HashMap<(Sender, Arc<str>), ClientMessage>,
+    client_ids: ClientIds,
     last_activity: DateTime<Utc>,
     warned_at: Option<DateTime<Utc>>,
     wrap_up_since: Option<DateTime<Utc>>,
@@ -471,12 +466,13 @@ impl ChatCore {
                 }
             };
             let mut history = r.messages;
-            let mut client_ids = HashMap::new();
+            let mut client_ids = ClientIds::default();
             for m in &mut history {
                 m.personnummer = !super::personnummer::find(&m.text, local_date(m.sent_at).year()).is_empty();
                 if let Some(cid) = &m.client_msg_id {
                     client_ids.insert(
-                        (m.sender, cid.clone()),
+                        m.sender,
+                        cid.clone(),
                         ClientMessage::Stored { text: m.text.clone(), seq: m.seq, at: m.sent_at },
                     );
                 }
@@ -871,7 +867,7 @@ impl ChatCore {
             next_seq: 1,
             history: Vec::new(),
             pending: Vec::new(),
-            client_ids: HashMap::new(),
+            client_ids: ClientIds::default(),
             last_activity: now,
             warned_at: None,
             wrap_up_since: None,
@@ -1139,7 +1135,7 @@ impl ChatCore {
             out.extend(reply(ErrorCode::InvalidField, format!("text is longer than {max_bytes} bytes"), Some(cid)));
             return;
         }
-        match c.client_ids.get(&(sender, cid.clone())) {
+        match c.client_ids.get(sender, &cid) {
             Some(ClientMessage::Pending { text: earlier }) if **earlier == *text => return,
             Some(ClientMessage::Stored { text: earlier, seq, at }) if **earlier == *text => {
                 let (seq, at) = (*seq, *at);
@@ -1167,7 +1163,7 @@ impl ChatCore {
             Sender::Advisor => advisor.map(|a| a.display_name.clone()),
             _ => c.citizen_name.clone(),
         };
-        c.client_ids.insert((sender, cid.clone()), ClientMessage::Pending { text: text.clone() });
+        c.client_ids.insert(sender, cid.clone(), ClientMessage::Pending { text: text.clone() });
         let personnummer = !super::personnummer::find(&text, local_date(now).year()).is_empty();
         let view = MessageView {
             seq,
@@ -1205,7 +1201,7 @@ impl ChatCore {
                 let (_, p) = c.pending.remove(i);
                 let cid = p.view.client_msg_id.clone();
                 if let Some(cid) = &cid {
-                    c.client_ids.remove(&(p.view.sender, cid.clone()));
+                    c.client_ids.remove(p.view.sender, cid);
                 }
                 let message = "the message could not be stored and was not delivered; send it again".to_string();
                 match p.view.sender {
@@ -1275,7 +1271,8 @@ impl ChatCore {
         let sender = view.sender;
         if let Some(cid) = &view.client_msg_id {
             c.client_ids.insert(
-                (sender, cid.clone()),
+                sender,
+                cid.clone(),
                 ClientMessage::Stored { text: view.text.clone(), seq, at: view.sent_at },
             );
         }

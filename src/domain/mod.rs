@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod calendar;
 pub mod chat;
+pub mod client_ids;
 pub mod hours;
 pub mod personnummer;
 pub mod queue;
