@@ -367,73 +367,79 @@ type SessionEnded = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The connection loop. Returns when the connection is over.
 ///
-/// The handlers build this future synchronously and box it whole, and it
-/// takes everything it keeps as arguments: axum's upgrade task then holds one
-/// pointer, and nothing (the socket above all) is kept twice, as it would be
-/// by an `async move` block that moves its captures on into another future.
-async fn run(
+/// The handlers build this future synchronously and box it whole, so the
+/// connection's task holds one pointer. It is an `async move` block that
+/// uses its captures in place, not an `async fn`: an `async fn` moves each
+/// argument into a local of its body, and its future reserves room for
+/// both, so the socket was kept twice (1,184 bytes of future; 300–500 B
+/// more per idle connection, docs/benchmarks.md). Nothing here may move a
+/// capture into another future, for the same reason.
+#[expect(clippy::manual_async_fn, reason = "an async fn would keep its arguments twice (above)")]
+fn run(
     mut socket: WebSocket,
     mut frames: crate::outbox::OutboxReceiver<Outgoing>,
     decode: impl Fn(&str) -> Result<Input, String>,
     mut session_ended: Option<SessionEnded>,
     held: Held,
-) {
-    let app = &*held.app;
-    let role = held.role;
-    let security = &app.config.security;
-    let mut limit = RateLimit::new(security.messages_per_second, security.message_burst);
-    let mut last_heard = Instant::now();
-    // Whose turn it is to be looked at first, so that neither a flood of
-    // frames to write nor a client that keeps sending starves the other.
-    let mut socket_first = false;
-    loop {
-        // One hand-written poll instead of `select!`: no per-branch futures
-        // to keep, so an idle connection's state stays small.
-        let step = std::future::poll_fn(|cx| {
-            socket_first = !socket_first;
-            if socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
-                return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
-            }
-            if let Poll::Ready(received) = frames.poll_recv(cx) {
-                return Poll::Ready(match received {
-                    Received::Frame(first) => Step::Write(first),
-                    Received::Heartbeat if last_heard.elapsed() > IDLE_TIMEOUT => {
-                        Step::Close(close_code::GOING_AWAY, "idle")
+) -> impl Future<Output = ()> {
+    async move {
+        let app = &*held.app;
+        let role = held.role;
+        let security = &app.config.security;
+        let mut limit = RateLimit::new(security.messages_per_second, security.message_burst);
+        let mut last_heard = Instant::now();
+        // Whose turn it is to be looked at first, so that neither a flood of
+        // frames to write nor a client that keeps sending starves the other.
+        let mut socket_first = false;
+        loop {
+            // One hand-written poll instead of `select!`: no per-branch futures
+            // to keep, so an idle connection's state stays small.
+            let step = std::future::poll_fn(|cx| {
+                socket_first = !socket_first;
+                if socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
+                    return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
+                }
+                if let Poll::Ready(received) = frames.poll_recv(cx) {
+                    return Poll::Ready(match received {
+                        Received::Frame(first) => Step::Write(first),
+                        Received::Heartbeat if last_heard.elapsed() > IDLE_TIMEOUT => {
+                            Step::Close(close_code::GOING_AWAY, "idle")
+                        }
+                        Received::Heartbeat => Step::Reply(Message::Ping(Default::default())),
+                        // The hub dropped this outbox: the client could not keep up.
+                        Received::Closed => Step::Close(close_code::TOO_SLOW, "too slow; reconnect and resume"),
+                    });
+                }
+                if let Some(ended) = session_ended.as_mut()
+                    && ended.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Step::Close(close_code::POLICY, "the session has ended"));
+                }
+                if !socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
+                    return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
+                }
+                Poll::Pending
+            })
+            .await;
+            match step {
+                Step::Continue => {}
+                Step::Reply(message) => {
+                    if Box::pin(socket.send(message)).await.is_err() {
+                        break;
                     }
-                    Received::Heartbeat => Step::Reply(Message::Ping(Default::default())),
-                    // The hub dropped this outbox: the client could not keep up.
-                    Received::Closed => Step::Close(close_code::TOO_SLOW, "too slow; reconnect and resume"),
-                });
-            }
-            if let Some(ended) = session_ended.as_mut()
-                && ended.as_mut().poll(cx).is_ready()
-            {
-                return Poll::Ready(Step::Close(close_code::POLICY, "the session has ended"));
-            }
-            if !socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
-                return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
-            }
-            Poll::Pending
-        })
-        .await;
-        match step {
-            Step::Continue => {}
-            Step::Reply(message) => {
-                if Box::pin(socket.send(message)).await.is_err() {
+                }
+                // Boxed: the write path's state lives only while frames are written.
+                Step::Write(first) => {
+                    if !Box::pin(write_frames(&mut socket, first, &mut frames, &app.metrics)).await {
+                        break;
+                    }
+                }
+                Step::Close(code, why) => {
+                    Box::pin(close(&mut socket, code, why)).await;
                     break;
                 }
+                Step::Stop => break,
             }
-            // Boxed: the write path's state lives only while frames are written.
-            Step::Write(first) => {
-                if !Box::pin(write_frames(&mut socket, first, &mut frames, &app.metrics)).await {
-                    break;
-                }
-            }
-            Step::Close(code, why) => {
-                Box::pin(close(&mut socket, code, why)).await;
-                break;
-            }
-            Step::Stop => break,
         }
     }
 }
