@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use tokio_tungstenite::tungstenite::{Error, Message};
 
 use crate::scenarios::histogram;
@@ -63,10 +64,68 @@ impl Schedule {
     }
 
     /// Records one receipt of a message sent at `sent_ns`.
-    pub fn record(&self, latencies: &mut Histogram<u64>, sent_ns: u64) {
+    pub fn record(&self, latencies: &mut Histogram<u64>, timeline: &mut Timeline, sent_ns: u64) {
+        let now = self.now_ns();
+        let latency = now.saturating_sub(sent_ns).max(1);
         // Corrected for coordinated omission: a stall longer than the send
         // interval also delayed the messages not yet sent.
-        let _ = latencies.record_correct(self.now_ns().saturating_sub(sent_ns).max(1), self.interval_ns);
+        let _ = latencies.record_correct(latency, self.interval_ns);
+        timeline.note(now.saturating_sub(self.start_ns), latency);
+    }
+}
+
+/// Width of a [`Timeline`] window.
+pub const TIMELINE_WINDOW_NS: u64 = 10_000_000;
+
+/// A run's receipts over time, in windows of [`TIMELINE_WINDOW_NS`] by when
+/// they arrived: how many came and how late the latest was. The percentiles
+/// say how often a message is late; the timeline says when, so a stall that
+/// recurs (every tick of some timer, say) shows as a pattern, and a stall of
+/// the whole machine as one bad window.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Receipts and the largest latency (ns) per window, from the first send.
+    windows: Vec<(u64, u64)>,
+}
+
+impl Timeline {
+    /// Notes a receipt at `received_ns` (after the first send) that took `latency_ns`.
+    pub fn note(&mut self, received_ns: u64, latency_ns: u64) {
+        let i = (received_ns / TIMELINE_WINDOW_NS) as usize;
+        if self.windows.len() <= i {
+            self.windows.resize(i + 1, (0, 0));
+        }
+        let w = &mut self.windows[i];
+        w.0 += 1;
+        w.1 = w.1.max(latency_ns);
+    }
+
+    pub fn add(&mut self, other: &Timeline) {
+        if self.windows.len() < other.windows.len() {
+            self.windows.resize(other.windows.len(), (0, 0));
+        }
+        for (w, o) in self.windows.iter_mut().zip(&other.windows) {
+            w.0 += o.0;
+            w.1 = w.1.max(o.1);
+        }
+    }
+
+    /// Share of the windows that received anything whose latest receipt took
+    /// longer than `limit_ns`: how much of the run's time saw a stall.
+    pub fn share_late(&self, limit_ns: u64) -> f64 {
+        let busy = self.windows.iter().filter(|w| w.0 > 0);
+        let (n, late) = busy.fold((0u64, 0u64), |(n, late), w| (n + 1, late + u64::from(w.1 > limit_ns)));
+        if n == 0 { 0.0 } else { late as f64 / n as f64 }
+    }
+}
+
+/// In the JSON: `[window start in ms, receipts, latest in µs]` per window.
+impl Serialize for Timeline {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let ms = TIMELINE_WINDOW_NS / 1_000_000;
+        serializer.collect_seq(
+            self.windows.iter().enumerate().map(|(i, &(count, max_ns))| (i as u64 * ms, count, max_ns / 1_000)),
+        )
     }
 }
 
@@ -124,6 +183,7 @@ pub struct Receipts {
 #[derive(Debug)]
 pub struct Received {
     pub latencies: Histogram<u64>,
+    pub timeline: Timeline,
     pub count: u64,
     pub errors: u64,
 }
@@ -138,7 +198,7 @@ pub async fn receive_on_schedule<S>(
 where
     S: Stream<Item = Result<Message, Error>> + Unpin,
 {
-    let mut received = Received { latencies: histogram(), count: 0, errors: 0 };
+    let mut received = Received { latencies: histogram(), timeline: Timeline::default(), count: 0, errors: 0 };
     let mut receipts = Receipts::default();
     let deadline = schedule.end_ns + STRAGGLERS_NS;
     while schedule.now_ns() < deadline {
@@ -146,7 +206,7 @@ where
         let Ok(Some(Ok(message))) = tokio::time::timeout(left, stream.next()).await else { break };
         decode(message, &mut receipts);
         for sent_ns in receipts.sent_at.drain(..) {
-            schedule.record(&mut received.latencies, sent_ns);
+            schedule.record(&mut received.latencies, &mut received.timeline, sent_ns);
             received.count += 1;
         }
         received.errors += std::mem::take(&mut receipts.errors);
@@ -157,6 +217,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeline_keeps_each_windows_count_and_latest_receipt() {
+        let ms = 1_000_000;
+        let mut a = Timeline::default();
+        a.note(0, 100_000);
+        a.note(5 * ms, 2 * ms);
+        a.note(25 * ms, 300_000);
+        let mut b = Timeline::default();
+        b.note(12 * ms, 4 * ms);
+        b.note(47 * ms, 50_000);
+        a.add(&b);
+        assert_eq!(
+            serde_json::to_value(&a).expect("json"),
+            serde_json::json!([[0, 2, 2000], [10, 1, 4000], [20, 1, 300], [30, 0, 0], [40, 1, 50]])
+        );
+        // Four windows received something; two of them waited over 1 ms.
+        assert_eq!(a.share_late(ms), 0.5);
+        assert_eq!(Timeline::default().share_late(ms), 0.0);
+    }
 
     #[test]
     fn a_payload_carries_its_send_time_and_no_personnummer() {

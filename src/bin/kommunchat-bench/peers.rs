@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
 use crate::ejabberd;
-use crate::open_loop::{Receipts, Schedule, receive_on_schedule, send_on_schedule, sent_at};
+use crate::open_loop::{Receipts, Schedule, Timeline, receive_on_schedule, send_on_schedule, sent_at};
 use crate::scenarios::{Latency, histogram};
 use crate::server::cpu_seconds;
 
@@ -33,6 +33,10 @@ pub struct PeerResult {
     pub bench_cpu_percent: f64,
     /// Why the peer was not run, if it was not.
     pub error: Option<String>,
+    /// Share of the run's 10 ms windows in which the latest message took
+    /// over 1 ms (as for kommunchat's relay).
+    pub windows_over_1ms: f64,
+    pub timeline: Timeline,
 }
 
 impl PeerResult {
@@ -48,6 +52,8 @@ impl PeerResult {
             server_cpu_percent: 0.0,
             bench_cpu_percent: 0.0,
             error: Some(why),
+            windows_over_1ms: 0.0,
+            timeline: Timeline::default(),
         }
     }
 }
@@ -271,12 +277,14 @@ where
         tasks.push((sender, receiver));
     }
     let mut latencies = histogram();
+    let mut timeline = Timeline::default();
     let mut received = 0;
     let mut errors = 0;
     let mut sinks = Vec::new();
     for (sender, receiver) in tasks {
         if let Ok(r) = receiver.await {
             let _ = latencies.add(&r.latencies);
+            timeline.add(&r.timeline);
             received += r.count;
             errors += r.errors;
         }
@@ -296,5 +304,7 @@ where
         server_cpu_percent: 100.0 * (cpu_seconds(server_pid).unwrap_or(0.0) - server_cpu0) / wall,
         bench_cpu_percent: 100.0 * (cpu_seconds(std::process::id()).unwrap_or(0.0) - bench_cpu0) / wall,
         error: None,
+        windows_over_1ms: timeline.share_late(1_000_000),
+        timeline,
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
-use crate::open_loop::{payload, sent_at};
+use crate::open_loop::{Timeline, payload, sent_at};
 use crate::server::{ServerProcess, cpu_seconds, rss_bytes};
 
 /// Latency percentiles in microseconds.
@@ -39,16 +39,18 @@ impl Latency {
     }
 }
 
-/// The server's own measure of a phase, from its
-/// `kommunchat_assignment_latency_seconds` histogram (read before and after):
-/// from reading an advisor's `end` to writing the next `assigned` to that
-/// advisor's socket. Percentiles are bucket bounds ("at most").
+/// The server's own measure of a phase, from one of its histograms read
+/// before and after: `kommunchat_assignment_latency_seconds` (from reading an
+/// advisor's `end` to writing the next `assigned` to that advisor's socket)
+/// or `kommunchat_storage_write_seconds` (one durable write). Percentiles
+/// are bucket bounds ("at most").
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerLatency {
     pub count: u64,
     pub p50_at_most_us: f64,
     pub p99_at_most_us: f64,
-    /// Share of the assignments within 1 ms.
+    pub p999_at_most_us: f64,
+    /// Share of the observations within 1 ms.
     pub within_1ms: f64,
 }
 
@@ -72,6 +74,7 @@ impl ServerLatency {
             count,
             p50_at_most_us: at_most(0.5),
             p99_at_most_us: at_most(0.99),
+            p999_at_most_us: at_most(0.999),
             within_1ms: within as f64 / count as f64,
         })
     }
@@ -79,6 +82,9 @@ impl ServerLatency {
 
 /// The server's routing-latency histogram (see [`ServerLatency`]).
 const ASSIGNMENT_METRIC: &str = "kommunchat_assignment_latency_seconds";
+
+/// The server's histogram of the time each durable write (batch) took.
+const STORAGE_WRITE_METRIC: &str = "kommunchat_storage_write_seconds";
 
 pub fn histogram() -> Histogram<u64> {
     // 1 µs to 60 s in nanoseconds, 3 significant digits.
@@ -175,6 +181,15 @@ pub struct RelayResult {
     /// Size of the server's SQLite log (`-wal`) when the run ended: bounded
     /// (about 32-64 MiB at most) however long the load lasts.
     pub sqlite_log_bytes: u64,
+    /// The server's own time per durable write over the run (its
+    /// `kommunchat_storage_write_seconds`): with the message log, one append
+    /// and, under `synchronous=full`, one `fdatasync`. Every message waits
+    /// for one, so this is the floor under the latency.
+    pub durable_write: Option<ServerLatency>,
+    /// Share of the run's 10 ms windows in which the latest message took
+    /// over 1 ms: how much of the time saw a stall (see `timeline`).
+    pub windows_over_1ms: f64,
+    pub timeline: Timeline,
 }
 
 /// `pairs` conversations exchange messages at `rate` per second in all (half
@@ -225,6 +240,7 @@ pub async fn relay(
     let interval_ns = (1e9 / per_stream_rate) as u64;
     let sent = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let writes_before = client::scrape_histogram(server.addr, STORAGE_WRITE_METRIC).await;
     let server_cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
     let bench_cpu0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
     let wall0 = Instant::now();
@@ -261,7 +277,7 @@ pub async fn relay(
             }
         }));
         let errors = errors.clone();
-        receivers.push(tokio::spawn(receive(stream, origin, end_ns, interval_ns, errors)));
+        receivers.push(tokio::spawn(receive(stream, origin, start_ns, end_ns, interval_ns, errors)));
     }
     // Advisors: one sender per conversation stream, sharing the socket's sink.
     for (ws, mine) in advisor_sockets.into_iter().zip(held) {
@@ -294,13 +310,15 @@ pub async fn relay(
             }));
         }
         let errors = errors.clone();
-        receivers.push(tokio::spawn(receive(stream, origin, end_ns, interval_ns, errors)));
+        receivers.push(tokio::spawn(receive(stream, origin, start_ns, end_ns, interval_ns, errors)));
     }
     let mut total = histogram();
+    let mut timeline = Timeline::default();
     let mut received = 0;
     for r in receivers {
-        if let Ok((h, got, _stream)) = r.await {
+        if let Ok((h, t, got, _stream)) = r.await {
             let _ = total.add(&h);
+            timeline.add(&t);
             received += got;
         }
     }
@@ -310,6 +328,11 @@ pub async fn relay(
     let wall = wall0.elapsed().as_secs_f64();
     let server_cpu = cpu_seconds(server.pid()).unwrap_or(0.0) - server_cpu0;
     let bench_cpu = cpu_seconds(std::process::id()).unwrap_or(0.0) - bench_cpu0;
+    let writes_after = client::scrape_histogram(server.addr, STORAGE_WRITE_METRIC).await;
+    let durable_write = match (&writes_before, &writes_after) {
+        (Ok(b), Ok(a)) => ServerLatency::between(b, a),
+        _ => None,
+    };
     Ok(RelayResult {
         sqlite_synchronous: String::new(),
         pairs,
@@ -323,6 +346,9 @@ pub async fn relay(
         server_cpu_percent: 100.0 * server_cpu / wall,
         bench_cpu_percent: 100.0 * bench_cpu / wall,
         sqlite_log_bytes: server.sqlite_log_bytes(),
+        durable_write,
+        windows_over_1ms: timeline.share_late(1_000_000),
+        timeline,
     })
 }
 
@@ -332,15 +358,17 @@ pub async fn relay(
 async fn receive<S>(
     mut stream: S,
     origin: Instant,
+    start_ns: u64,
     end_ns: u64,
     interval_ns: u64,
     errors: Arc<AtomicU64>,
-) -> (Histogram<u64>, u64, S)
+) -> (Histogram<u64>, Timeline, u64, S)
 where
     S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let now_ns = || origin.elapsed().as_nanos() as u64;
     let mut h = histogram();
+    let mut timeline = Timeline::default();
     let mut got = 0u64;
     let deadline = end_ns + 2_000_000_000;
     while now_ns() < deadline {
@@ -351,9 +379,12 @@ where
                 match f["type"].as_str() {
                     Some("message") => {
                         if let Some(s) = f["text"].as_str().and_then(sent_at) {
+                            let now = now_ns();
+                            let latency = now.saturating_sub(s).max(1);
                             // Corrected for coordinated omission: a stall longer than
                             // the send interval also delayed the messages not yet sent.
-                            let _ = h.record_correct(now_ns().saturating_sub(s).max(1), interval_ns);
+                            let _ = h.record_correct(latency, interval_ns);
+                            timeline.note(now.saturating_sub(start_ns), latency);
                             got += 1;
                         }
                     }
@@ -367,7 +398,7 @@ where
             _ => break,
         }
     }
-    (h, got, stream)
+    (h, timeline, got, stream)
 }
 
 // ------------------------------------------------------------ surge
@@ -757,6 +788,7 @@ mod tests {
         assert_eq!(own.count, 100);
         assert_eq!(own.p50_at_most_us, 500.0);
         assert_eq!(own.p99_at_most_us, 1000.0);
+        assert_eq!(own.p999_at_most_us, 2500.0);
         assert!((own.within_1ms - 0.99).abs() < 1e-9);
         assert!(ServerLatency::between(&after, &after).is_none(), "nothing in between");
     }
