@@ -1389,6 +1389,12 @@ fn lower_priority<'a>(threads: impl IntoIterator<Item = &'a i32>) {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority<'a>(_threads: impl IntoIterator<Item = &'a i32>) {}
 
+/// Gives the calling thread the database writer's lower priority.
+pub(crate) fn lower_priority_of_this_thread() {
+    #[cfg(target_os = "linux")]
+    lower_priority(&[rustix::thread::gettid().as_raw_nonzero().get()]);
+}
+
 fn spawn_checkpointer(pool: SqlitePool, log_restart: Arc<AtomicBool>) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
