@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use futures::FutureExt;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::message_log::{MessageLog, MessageLogError, Unapplied};
@@ -71,7 +72,9 @@ impl StoreWriter {
                 let (to_applier, applier_rx) = mpsc::unbounded_channel();
                 let applied = Arc::new(AtomicU64::new(0));
                 let dir = log.dir().to_path_buf();
-                let logging = log_messages(log, max_batch, rx, to_applier, applied.clone(), on_commit.clone());
+                let urgent = Arc::new(Notify::new());
+                let logging =
+                    log_messages(log, max_batch, rx, to_applier, urgent.clone(), applied.clone(), on_commit.clone());
                 if flushes {
                     // A flush blocks for hundreds of microseconds: it gets a
                     // thread of its own, so the runtime goes on meanwhile.
@@ -96,7 +99,7 @@ impl StoreWriter {
                 // takes it: on a thread of its own at the database thread's
                 // priority, that work waits for the connections instead of
                 // holding them up every `apply_every`.
-                let applying = apply_behind_log(storage, apply_every, applier_rx, applied, dir, on_commit);
+                let applying = apply_behind_log(storage, apply_every, applier_rx, urgent, applied, dir, on_commit);
                 let (finished, on_finished) = oneshot::channel::<()>();
                 std::thread::Builder::new()
                     .name("log-applier".into())
@@ -169,6 +172,7 @@ async fn log_messages(
     max_batch: usize,
     mut rx: mpsc::UnboundedReceiver<StoreOp>,
     to_applier: mpsc::UnboundedSender<ForApplier>,
+    urgent: Arc<Notify>,
     applied: Arc<AtomicU64>,
     on_commit: Arc<OnCommit>,
 ) {
@@ -214,6 +218,7 @@ async fn log_messages(
         if to_applier.send(ForApplier::Unlogged { ops: batch, through: failed_through, done }).is_err() {
             return;
         }
+        urgent.notify_one();
         // The next messages are logged only once the database holds this.
         let _ = wait.await;
         tidy(&mut log, &applied, &mut log_broken);
@@ -244,6 +249,7 @@ async fn apply_behind_log(
     storage: Storage,
     apply_every: Duration,
     mut rx: mpsc::UnboundedReceiver<ForApplier>,
+    urgent: Arc<Notify>,
     applied: Arc<AtomicU64>,
     dir: PathBuf,
     on_commit: Arc<OnCommit>,
@@ -251,25 +257,36 @@ async fn apply_behind_log(
     let mut conn = None;
     let mut ops: Vec<StoreOp> = Vec::new();
     let mut last_started = Instant::now();
+    // The last round stopped at the most a transaction takes: more wait.
+    let mut behind = false;
     while let Some(first) = rx.recv().await {
-        let mut waiting = matches!(first, ForApplier::Unlogged { .. });
+        let waiting = matches!(first, ForApplier::Unlogged { .. });
         let mut count = first.len();
         let mut items = vec![first];
         // Logged messages are durable and answered: they may wait for more
         // to share the transaction (the fewer pages per message, the less
         // CPU). Anything else is being waited for, and goes at once.
-        let deadline = tokio::time::Instant::from_std(last_started + apply_every);
+        if !waiting && !behind {
+            // Asleep until then, not woken for every batch the log hands on
+            // (on this thread of its own that was a thread switch each,
+            // thousands a second under load): the log's task rings `urgent`
+            // after it hands on a write that is being waited for.
+            let deadline = tokio::time::Instant::from_std(last_started + apply_every);
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = urgent.notified() => {}
+            }
+        }
+        // A ring for a write taken below is spent here, before taking, so a
+        // ring is never lost: whatever it was for is either taken now or
+        // rings again for the next round.
+        let _ = urgent.notified().now_or_never();
         while count < APPLIER_MAX_BATCH {
-            let next = if waiting {
-                rx.try_recv().ok()
-            } else {
-                tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
-            };
-            let Some(item) = next else { break };
-            waiting |= matches!(item, ForApplier::Unlogged { .. });
+            let Ok(item) = rx.try_recv() else { break };
             count += item.len();
             items.push(item);
         }
+        behind = count >= APPLIER_MAX_BATCH;
         let started = Instant::now();
         last_started = started;
         // Which of the writes are to be answered, and the log's last record.
@@ -438,5 +455,84 @@ fn is_transient(e: &StorageError) -> bool {
             | sqlx::Error::Protocol(_),
         ) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SqliteSynchronous, StorageConfig};
+    use crate::protocol::ws::Sender;
+    use chrono::{DateTime, TimeDelta, Utc};
+    use uuid::Uuid;
+
+    fn message(conversation: Uuid, seq: u64, at: DateTime<Utc>) -> StoreOp {
+        StoreOp::Message {
+            conversation,
+            seq,
+            sender: Sender::Citizen,
+            advisor: None,
+            sender_name: Some("Ada".into()),
+            client_msg_id: Some(format!("m{seq}").into()),
+            text: "Hej".into(),
+            at,
+        }
+    }
+
+    fn assigned(conversation: Uuid, at: DateTime<Utc>, first: bool) -> StoreOp {
+        StoreOp::Assigned {
+            conversation,
+            at,
+            advisor: 1,
+            advisor_name: "Anna".into(),
+            queued_at: at,
+            errand_year: 2026,
+            first,
+        }
+    }
+
+    /// A write that is waited for (a conversation created, assigned) goes
+    /// into the database at once, also while logged messages gather for a
+    /// transaction of their own, and round after round.
+    #[tokio::test]
+    async fn writes_that_are_waited_for_are_not_held_while_messages_gather() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}/kommunchat.db", dir.path().display());
+        let config = StorageConfig { sqlite_synchronous: SqliteSynchronous::Normal, ..StorageConfig::default() };
+        let storage = Storage::open(&url, &config).await.expect("storage");
+        let log_dir = storage.message_log_dir().expect("a log beside the database");
+        let (log, _) = MessageLog::open(&log_dir, 0, false).expect("the log");
+        // Messages would gather far longer than this test may take.
+        let gather = Duration::from_secs(600);
+        let (answered, mut answers) = mpsc::unbounded_channel();
+        let (writer, _task) = StoreWriter::spawn(storage, 64, Some((log, gather)), move |_, results, _| {
+            let _ = answered.send(results);
+        });
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(30), answers.recv())
+                .await
+                .expect("answered well before the messages' transaction is due")
+                .expect("the writer runs")
+        };
+
+        let id = Uuid::new_v4();
+        let now = Utc::now();
+        assert!(writer.submit(StoreOp::Created {
+            conversation: id,
+            at: now,
+            token_hash: crate::auth::token_hash("token"),
+            queue_place: 0,
+            citizen_name: None,
+            topic: None,
+            language: None,
+        }));
+        assert!(matches!(next().await[..], [Committed::Done]));
+        for round in 1..=3u64 {
+            assert!(writer.submit(message(id, round, now)));
+            assert!(matches!(next().await[..], [Committed::Message { seq, .. }] if seq == round));
+            assert!(writer.submit(assigned(id, now + TimeDelta::seconds(round as i64), round == 1)));
+            let answer = next().await;
+            assert!(matches!(answer[..], [Committed::Assigned { .. }]), "round {round}: {answer:?}");
+        }
     }
 }
