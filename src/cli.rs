@@ -339,6 +339,34 @@ fn errands(config: Config, action: ErrandAction) -> ExitCode {
     }
 }
 
+/// With SQLite and the message log, a server that stopped without warning
+/// may have acknowledged messages that only its log holds (the database
+/// takes them in behind it). A command on errands writes them in first, as
+/// the server's next start would, so an export or a purge sees every
+/// acknowledged message. A running server holds the log's lock and keeps
+/// the database current itself (behind by `message_log_apply_ms`).
+async fn take_in_message_log(storage: &Storage, config: &Config) -> Result<(), String> {
+    use crate::config::SqliteSynchronous;
+    use crate::storage::{MessageLog, MessageLogError, replay_message_log};
+    let Some(dir) = storage.message_log_dir().filter(|_| config.storage.message_log) else {
+        return Ok(());
+    };
+    let applied = storage.message_log_applied().await.map_err(|e| format!("storage: {e}"))?;
+    let fsync = config.storage.sqlite_synchronous == SqliteSynchronous::Full;
+    match MessageLog::open(&dir, applied, fsync) {
+        Ok((mut log, unapplied)) => {
+            let replayed =
+                replay_message_log(storage, &mut log, unapplied).await.map_err(|e| format!("message log: {e}"))?;
+            if replayed > 0 {
+                eprintln!("kommunchat: {replayed} message(s) from the message log written to the database first");
+            }
+            Ok(())
+        }
+        Err(MessageLogError::Locked(_)) => Ok(()),
+        Err(e) => Err(format!("message log: {e}")),
+    }
+}
+
 async fn errand_action(config: Config, action: ErrandAction) -> Result<(), String> {
     use crate::errands::{Format, export_stream, run_retention};
     use crate::storage::Selection;
@@ -348,6 +376,7 @@ async fn errand_action(config: Config, action: ErrandAction) -> Result<(), Strin
     let storage = Storage::open(&config.database_url, &config.storage)
         .await
         .map_err(|e| format!("storage ({}): {e}", crate::server::redact(&config.database_url)))?;
+    take_in_message_log(&storage, &config).await?;
     let local_start = |d: NaiveDate| {
         d.and_hms_opt(0, 0, 0)
             .and_then(|t| t.and_local_timezone(crate::domain::hours::TIME_ZONE).earliest())

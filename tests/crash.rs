@@ -172,6 +172,30 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend, extra_env: &[
     }
     storage.close().await;
 
+    // An export with the server down writes in what only the log holds
+    // first: the record holds every acknowledged message.
+    let today = kommunchat::domain::hours::local_date(chrono::Utc::now());
+    let (from, to) = (today.pred_opt().expect("a day before"), today.succ_opt().expect("a day after"));
+    let export = kommunchat(dir.path(), &db.url)
+        .args(["errands", "export", "--from", &from.to_string(), "--to", &to.to_string(), "--format", "json"])
+        .output()
+        .expect("export runs");
+    assert!(export.status.success(), "export: {}", String::from_utf8_lossy(&export.stderr));
+    let mut exported: HashMap<String, usize> = HashMap::new();
+    for line in String::from_utf8(export.stdout).expect("utf-8").lines() {
+        let errand: serde_json::Value = serde_json::from_str(line).expect("one errand per line");
+        let lines = errand["transcript"].as_array().map_or(0, Vec::len);
+        exported.insert(errand["number"].as_str().expect("number").to_owned(), lines);
+    }
+    let exported_total: usize = exported.values().sum();
+    assert!(exported_total >= acked_total, "exported {exported_total} of {acked_total} acknowledged messages");
+    if backend == Backend::Sqlite {
+        assert!(
+            String::from_utf8_lossy(&export.stderr).contains("from the message log written to the database first"),
+            "the export says it took in the log first"
+        );
+    }
+
     // Restart: every chat is taken up again with every acknowledged message, once.
     let (server, addr) = start(dir.path(), &db.url);
     let addr: std::net::SocketAddr = addr.parse().expect("addr");
@@ -220,6 +244,7 @@ async fn kill_nine_loses_no_acknowledged_message(backend: Backend, extra_env: &[
             assert_eq!((ack["client_msg_id"].as_str(), ack["seq"].as_u64()), (Some(id.as_str()), Some(*seq)));
         }
     }
+    assert_eq!(in_database_after, exported_total, "the export held what the restarted server holds");
     if backend == Backend::Sqlite {
         assert!(
             in_database_after > in_database_before,
