@@ -30,7 +30,13 @@ const SIGN_IN_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The relay against an ejabberd of our own: `pairs` pairs of users, each
 /// side sending to the other at the same open-loop schedule as every peer.
-pub async fn relay(cpu: Option<usize>, pairs: usize, rate: f64, seconds: f64) -> Result<PeerResult, String> {
+pub async fn relay(
+    cpu: Option<usize>,
+    pairs: usize,
+    rate: f64,
+    seconds: f64,
+    smooth: bool,
+) -> Result<PeerResult, String> {
     if !Path::new(EJABBERDCTL).exists() {
         return Err("ejabberd is not installed (apt-get install ejabberd)".into());
     }
@@ -43,7 +49,7 @@ pub async fn relay(cpu: Option<usize>, pairs: usize, rate: f64, seconds: f64) ->
     let jids: Vec<String> = sessions.iter().map(|s| s.jid.clone()).collect();
     // Users 2i and 2i + 1 are partners.
     let sides = sessions.into_iter().enumerate().map(|(n, session)| side(session, jids[n ^ 1].clone())).collect();
-    let result = crate::peers::relay("ejabberd", instance.beam_pid, sides, rate, seconds).await;
+    let result = crate::peers::relay("ejabberd", instance.beam_pid, sides, rate, seconds, smooth).await;
     instance.stop();
     Ok(result)
 }

@@ -68,6 +68,11 @@ struct Args {
     /// power loss) or normal (survives a crash of the process).
     #[arg(long, default_value = "full")]
     sync: String,
+    /// Relay messages evenly spaced, released by a thread of the generator's
+    /// own, rather than by tokio's timer (which sends the messages due within
+    /// each millisecond together). See `open_loop::releases`.
+    #[arg(long)]
+    smooth: bool,
     /// CPU for the server (the generator pins itself to the other one).
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
@@ -86,6 +91,8 @@ pub struct Results {
     pub command: String,
     pub machine: Machine,
     pub smoke: bool,
+    /// Relay messages were evenly spaced (`--smooth`), not sent in millisecond ticks.
+    pub smooth: bool,
     pub connections: Option<scenarios::ConnectionsResult>,
     pub relay: Vec<scenarios::RelayResult>,
     pub surge: Option<scenarios::SurgeResult>,
@@ -172,6 +179,7 @@ async fn run(args: Args, binary: PathBuf, command: String, machine: Machine) -> 
         command,
         machine,
         smoke: args.smoke,
+        smooth: args.smooth,
         connections: None,
         relay: Vec::new(),
         surge: None,
@@ -200,7 +208,7 @@ async fn run(args: Args, binary: PathBuf, command: String, machine: Machine) -> 
         eprintln!("relay: {rate} msg/s, {} pairs, durable (SQLite synchronous={})", args.pairs, args.sync);
         let srv = ServerProcess::start(&binary, cpu, 50, &args.sync)?;
         let advisors = args.pairs.div_ceil(50).max(1);
-        let mut relay = scenarios::relay(&srv, &binary, args.pairs, advisors, rate, args.seconds).await?;
+        let mut relay = scenarios::relay(&srv, &binary, args.pairs, advisors, rate, args.seconds, args.smooth).await?;
         relay.sqlite_synchronous = args.sync.clone();
         srv.stop();
         results.relay.push(relay);
@@ -229,7 +237,7 @@ async fn run(args: Args, binary: PathBuf, command: String, machine: Machine) -> 
 
     if args.peers {
         let rates: Vec<f64> = args.rates.split(',').filter_map(|r| r.trim().parse().ok()).collect();
-        let (peer_results, notes) = peers::run_all(cpu, args.pairs, &rates, args.seconds).await;
+        let (peer_results, notes) = peers::run_all(cpu, args.pairs, &rates, args.seconds, args.smooth).await;
         results.peers = peer_results;
         results.notes.extend(notes);
     }

@@ -4,6 +4,7 @@
 //! corrected for coordinated omission. A protocol only says how it frames a
 //! payload and where it finds the payload in what it receives.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,11 +57,10 @@ impl Schedule {
         (at < self.end_ns).then_some(at)
     }
 
-    pub async fn sleep_until(&self, at_ns: u64) {
-        let wait = at_ns.saturating_sub(self.now_ns());
-        if wait > 0 {
-            tokio::time::sleep(Duration::from_nanos(wait)).await;
-        }
+    /// One release per message of each stream (see [`releases`]).
+    pub fn releases(&self, smooth: bool) -> Vec<Releases> {
+        let schedule = *self;
+        releases(self.origin, self.streams as usize, smooth, move |stream, k| schedule.due_ns(stream, k))
     }
 
     /// Records one receipt of a message sent at `sent_ns`.
@@ -72,6 +72,91 @@ impl Schedule {
         let _ = latencies.record_correct(latency, self.interval_ns);
         timeline.note(now.saturating_sub(self.start_ns), latency);
     }
+}
+
+/// When a stream's sender may send its next message.
+pub enum Releases {
+    /// From the pacer's thread, each when it is due.
+    Paced(tokio::sync::mpsc::UnboundedReceiver<()>),
+    /// From tokio's timer, which ends every sleep at its next millisecond
+    /// tick: the streams due within one millisecond send together.
+    Ticked { origin: Instant, due: Arc<dyn Fn(usize, u64) -> Option<u64> + Send + Sync>, stream: usize, k: u64 },
+}
+
+impl Releases {
+    /// Waits for the next release; false once the stream has ended.
+    pub async fn next(&mut self) -> bool {
+        match self {
+            Releases::Paced(released) => released.recv().await.is_some(),
+            Releases::Ticked { origin, due, stream, k } => {
+                let Some(at) = due(*stream, *k) else { return false };
+                *k += 1;
+                let now = origin.elapsed().as_nanos() as u64;
+                if at > now {
+                    tokio::time::sleep(Duration::from_nanos(at - now)).await;
+                }
+                true
+            }
+        }
+    }
+}
+
+/// Releases each of `streams` streams' messages when `due(stream, k)` says
+/// (nanoseconds after `origin`; `None` ends the stream).
+///
+/// By default (`smooth` false) each sender sleeps on tokio's timer, which
+/// ends every sleep at its next millisecond tick: at 10,000 messages a
+/// second the server gets bursts of ten each millisecond, as from clients
+/// whose clocks tick together. `smooth` releases them from a thread of its
+/// own that sleeps until each time (within tens of microseconds), so the
+/// messages come evenly spaced: the fixed rate exactly, at the cost of a
+/// wake-up per message in the generator, and in the server too.
+pub fn releases(
+    origin: Instant,
+    streams: usize,
+    smooth: bool,
+    due: impl Fn(usize, u64) -> Option<u64> + Send + Sync + 'static,
+) -> Vec<Releases> {
+    if smooth {
+        pace(origin, streams, due).into_iter().map(Releases::Paced).collect()
+    } else {
+        let due: Arc<dyn Fn(usize, u64) -> Option<u64> + Send + Sync> = Arc::new(due);
+        (0..streams).map(|stream| Releases::Ticked { origin, due: due.clone(), stream, k: 0 }).collect()
+    }
+}
+
+/// The pacer: a thread that sends one `()` per message of each stream when
+/// it is due. A release is never lost: a sender that falls behind finds its
+/// releases waiting.
+fn pace(
+    origin: Instant,
+    streams: usize,
+    due: impl Fn(usize, u64) -> Option<u64> + Send + 'static,
+) -> Vec<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..streams).map(|_| tokio::sync::mpsc::unbounded_channel::<()>()).unzip();
+    std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            let mut next: BinaryHeap<Reverse<(u64, usize, u64)>> =
+                (0..streams).filter_map(|s| Some(Reverse((due(s, 0)?, s, 0)))).collect();
+            while let Some(Reverse((at, stream, k))) = next.pop() {
+                let now = origin.elapsed().as_nanos() as u64;
+                if at > now {
+                    std::thread::sleep(Duration::from_nanos(at - now));
+                }
+                // A stream whose sender has stopped (its socket failed) is dropped.
+                if senders[stream].send(()).is_ok()
+                    && let Some(then) = due(stream, k + 1)
+                {
+                    next.push(Reverse((then, stream, k + 1)));
+                }
+            }
+        })
+        .expect("spawn the pacer");
+    receivers
 }
 
 /// Width of a [`Timeline`] window.
@@ -146,26 +231,24 @@ pub fn sent_at(payload: &str) -> Option<u64> {
     u64::from_str_radix(payload.split(' ').next()?, 16).ok()
 }
 
-/// Sends stream `stream` of `schedule` on `sink`, each payload wrapped by
-/// `frame`, counting every message handed to the socket in `sent`.
+/// Sends a stream of `schedule` on `sink` as `releases` (one of
+/// [`Schedule::releases`]) lets it, each payload wrapped by `frame`,
+/// counting every message handed to the socket in `sent`.
 pub async fn send_on_schedule<S>(
     sink: &mut S,
     schedule: Schedule,
-    stream: usize,
+    mut releases: Releases,
     sent: &AtomicU64,
     mut frame: impl FnMut(&str) -> Message,
 ) -> Result<(), String>
 where
     S: Sink<Message, Error = Error> + Unpin,
 {
-    let mut k = 0;
-    while let Some(at) = schedule.due_ns(stream, k) {
-        schedule.sleep_until(at).await;
-        // The payload carries the actual send time: tokio's timer wakes up to a
-        // millisecond late, and that lateness belongs to the generator, not the server.
+    while releases.next().await {
+        // The payload carries the actual send time: a release can still come
+        // late, and that lateness belongs to the generator, not the server.
         sink.send(frame(&payload(schedule.now_ns()))).await.map_err(|e| e.to_string())?;
         sent.fetch_add(1, Ordering::Relaxed);
-        k += 1;
     }
     Ok(())
 }
@@ -217,6 +300,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn both_ways_release_every_message_of_every_stream_and_none_early() {
+        for smooth in [false, true] {
+            // Three streams, the second ending early; 2 ms apart within a stream.
+            let origin = Instant::now();
+            let ends = [5u64, 2, 5];
+            let mut releases =
+                releases(origin, 3, smooth, move |s, k| (k < ends[s]).then_some(k * 2_000_000 + s as u64 * 500_000));
+            let mut times = Vec::new();
+            for (s, r) in releases.iter_mut().enumerate() {
+                let mut count = 0;
+                while r.next().await {
+                    count += 1;
+                }
+                assert_eq!(count, ends[s], "stream {s}, smooth {smooth}");
+                times.push(origin.elapsed());
+            }
+            // The last of stream 2 is due at 8.5 ms.
+            assert!(times[2] >= Duration::from_micros(8_500), "smooth {smooth}: {:?}", times[2]);
+        }
+    }
 
     #[test]
     fn a_timeline_keeps_each_windows_count_and_latest_receipt() {

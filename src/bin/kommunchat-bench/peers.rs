@@ -58,18 +58,24 @@ impl PeerResult {
     }
 }
 
-pub async fn run_all(cpu: Option<usize>, pairs: usize, rates: &[f64], seconds: f64) -> (Vec<PeerResult>, Vec<String>) {
+pub async fn run_all(
+    cpu: Option<usize>,
+    pairs: usize,
+    rates: &[f64],
+    seconds: f64,
+    smooth: bool,
+) -> (Vec<PeerResult>, Vec<String>) {
     let mut out = Vec::new();
     for &rate in rates {
         eprintln!("peer nats-server: {rate} msg/s, {pairs} pairs");
-        out.push(match nats(cpu, pairs, rate, seconds).await {
+        out.push(match nats(cpu, pairs, rate, seconds, smooth).await {
             Ok(r) => r,
             Err(e) => PeerResult::not_run("nats-server", rate, e),
         });
     }
     for &rate in rates {
         eprintln!("peer ejabberd: {rate} msg/s, {pairs} pairs");
-        out.push(match ejabberd::relay(cpu, pairs, rate, seconds).await {
+        out.push(match ejabberd::relay(cpu, pairs, rate, seconds, smooth).await {
             Ok(r) => r,
             Err(e) => PeerResult::not_run("ejabberd", rate, e),
         });
@@ -162,7 +168,7 @@ impl Nats {
 
 /// The relay scenario against nats-server: `pairs` pairs of connections, each
 /// side publishing to the other's subject at the same open-loop schedule.
-async fn nats(cpu: Option<usize>, pairs: usize, rate: f64, seconds: f64) -> Result<PeerResult, String> {
+async fn nats(cpu: Option<usize>, pairs: usize, rate: f64, seconds: f64, smooth: bool) -> Result<PeerResult, String> {
     let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -198,7 +204,7 @@ async fn nats(cpu: Option<usize>, pairs: usize, rate: f64, seconds: f64) -> Resu
         sides.push(nats_side(a, format!("b.{i}")));
         sides.push(nats_side(b, format!("a.{i}")));
     }
-    Ok(relay("nats-server", peer.0.id(), sides, rate, seconds).await)
+    Ok(relay("nats-server", peer.0.id(), sides, rate, seconds, smooth).await)
 }
 
 /// A NATS connection publishing to `target`, reading the MSG frames of its subscription.
@@ -251,6 +257,7 @@ pub async fn relay<F, D>(
     sides: Vec<RelaySide<F, D>>,
     rate: f64,
     seconds: f64,
+    smooth: bool,
 ) -> PeerResult
 where
     F: FnMut(&str) -> Message + Send + 'static,
@@ -263,11 +270,12 @@ where
     let bench_cpu0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
     let wall0 = Instant::now();
     let mut tasks = Vec::new();
-    for (stream, side) in sides.into_iter().enumerate() {
+    let releases = schedule.releases(smooth);
+    for (side, releases) in sides.into_iter().zip(releases) {
         let (mut sink, mut messages) = side.ws.split();
         let (sent, send_errors) = (sent.clone(), send_errors.clone());
         let sender = tokio::spawn(async move {
-            if send_on_schedule(&mut sink, schedule, stream, &sent, side.frame).await.is_err() {
+            if send_on_schedule(&mut sink, schedule, releases, &sent, side.frame).await.is_err() {
                 send_errors.fetch_add(1, Ordering::Relaxed);
             }
             // Handed back so that the socket stays open until its receiver is done.

@@ -95,6 +95,15 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(s, "### Relay (open loop, 200-byte messages, one-way latency)\n");
         let _ = writeln!(
             s,
+            "{}\n",
+            if r.smooth {
+                "Messages evenly spaced (`--smooth`): released one by one by a thread of the generator's own."
+            } else {
+                "Messages released by tokio's timer: those due within one millisecond go together (`--smooth` spaces them evenly)."
+            }
+        );
+        let _ = writeln!(
+            s,
             "| server | durable | target rate | achieved | p50 | p99 | p99.9 | max | 10 ms windows with one over 1 ms | errors | server CPU | generator CPU |"
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");

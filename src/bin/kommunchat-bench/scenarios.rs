@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
-use crate::open_loop::{Timeline, payload, sent_at};
+use crate::open_loop::{Timeline, payload, releases, sent_at};
 use crate::server::{ServerProcess, cpu_seconds, rss_bytes};
 
 /// Latency percentiles in microseconds.
@@ -202,6 +202,7 @@ pub async fn relay(
     advisors_count: usize,
     rate: f64,
     seconds: f64,
+    smooth: bool,
 ) -> Result<RelayResult, String> {
     let mut advisor_sockets = advisors(server, binary, advisors_count).await?;
     let mut citizens = Vec::new();
@@ -247,26 +248,29 @@ pub async fn relay(
 
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
+    // One stream per citizen, then one per conversation of each advisor (half
+    // an interval later).
+    let step = interval_ns / pairs as u64;
+    let offsets: Vec<u64> = (0..pairs as u64)
+        .map(|i| step * i)
+        .chain(held.iter().flat_map(|mine| (0..mine.len() as u64).map(|j| step * j + interval_ns / 2)))
+        .collect();
+    let mut releases = releases(origin, offsets.len(), smooth, move |stream, k| {
+        Some(start_ns + offsets[stream] + k * interval_ns).filter(|&at| at < end_ns)
+    })
+    .into_iter();
     // Citizens: one sender (one stream) and one receiver each.
-    for (i, ws) in citizens.into_iter().enumerate() {
+    for ws in citizens {
         let (mut sink, stream) = ws.split();
         let sent = sent.clone();
         let send_errors = errors.clone();
-        let offset = (interval_ns / pairs as u64) * i as u64;
+        let mut releases = releases.next().expect("a stream per citizen");
         senders.push(tokio::spawn(async move {
             let errors = send_errors;
             let mut k = 0u64;
-            loop {
-                let at = start_ns + offset + k * interval_ns;
-                if at >= end_ns {
-                    break;
-                }
-                let wait = at.saturating_sub(now_ns());
-                if wait > 0 {
-                    tokio::time::sleep(Duration::from_nanos(wait)).await;
-                }
-                // The actual send time: tokio's timer wakes up to a millisecond late,
-                // and that lateness belongs to the generator, not the server.
+            while releases.next().await {
+                // The actual send time: a release can still come late, and
+                // that lateness belongs to the generator, not the server.
                 let frame = json!({"type": "message", "client_msg_id": format!("c{k}"), "text": payload(now_ns())});
                 if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -283,22 +287,14 @@ pub async fn relay(
     for (ws, mine) in advisor_sockets.into_iter().zip(held) {
         let (sink, stream) = ws.split();
         let sink = Arc::new(tokio::sync::Mutex::new(sink));
-        for (j, conversation) in mine.into_iter().enumerate() {
+        for conversation in mine {
             let sink = sink.clone();
             let sent = sent.clone();
             let errors = errors.clone();
-            let offset = (interval_ns / pairs as u64) * j as u64 + interval_ns / 2;
+            let mut releases = releases.next().expect("a stream per conversation");
             senders.push(tokio::spawn(async move {
                 let mut k = 0u64;
-                loop {
-                    let at = start_ns + offset + k * interval_ns;
-                    if at >= end_ns {
-                        break;
-                    }
-                    let wait = at.saturating_sub(now_ns());
-                    if wait > 0 {
-                        tokio::time::sleep(Duration::from_nanos(wait)).await;
-                    }
+                while releases.next().await {
                     let frame = json!({"type": "message", "conversation_id": conversation, "client_msg_id": format!("a{k}"), "text": payload(now_ns())});
                     if sink.lock().await.send(Message::Text(frame.to_string().into())).await.is_err() {
                         errors.fetch_add(1, Ordering::Relaxed);
