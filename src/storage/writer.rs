@@ -223,6 +223,9 @@ async fn log_messages(
         let _ = wait.await;
         tidy(&mut log, &applied, &mut log_broken);
     }
+    // Every handle is gone (the server is stopping): the applier takes in
+    // what has gathered now, not when its transaction was due.
+    urgent.notify_one();
 }
 
 fn tidy(log: &mut MessageLog, applied: &AtomicU64, log_broken: &mut bool) {
@@ -505,7 +508,7 @@ mod tests {
         // Messages would gather far longer than this test may take.
         let gather = Duration::from_secs(600);
         let (answered, mut answers) = mpsc::unbounded_channel();
-        let (writer, _task) = StoreWriter::spawn(storage, 64, Some((log, gather)), move |_, results, _| {
+        let (writer, task) = StoreWriter::spawn(storage, 64, Some((log, gather)), move |_, results, _| {
             let _ = answered.send(results);
         });
         let mut next = async || {
@@ -534,5 +537,18 @@ mod tests {
             let answer = next().await;
             assert!(matches!(answer[..], [Committed::Assigned { .. }]), "round {round}: {answer:?}");
         }
+
+        // Stopping does not wait for the gathering either, and the database
+        // then holds the last message too.
+        assert!(writer.submit(message(id, 4, now)));
+        assert!(matches!(next().await[..], [Committed::Message { seq: 4, .. }]));
+        drop(writer);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the writer stops well before the messages' transaction was due")
+            .expect("the writer's task");
+        let storage = Storage::open(&url, &config).await.expect("storage again");
+        let errand = storage.errand(&id.to_string()).await.expect("query").expect("stored");
+        assert_eq!(errand.transcript.len(), 4);
     }
 }
