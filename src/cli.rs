@@ -346,24 +346,15 @@ fn errands(config: Config, action: ErrandAction) -> ExitCode {
 /// acknowledged message. A running server holds the log's lock and keeps
 /// the database current itself (behind by `message_log_apply_ms`).
 async fn take_in_message_log(storage: &Storage, config: &Config) -> Result<(), String> {
-    use crate::config::SqliteSynchronous;
-    use crate::storage::{MessageLog, MessageLogError, replay_message_log};
-    let Some(dir) = storage.message_log_dir().filter(|_| config.storage.message_log) else {
-        return Ok(());
-    };
-    let applied = storage.message_log_applied().await.map_err(|e| format!("storage: {e}"))?;
-    let fsync = config.storage.sqlite_synchronous == SqliteSynchronous::Full;
-    match MessageLog::open(&dir, applied, fsync) {
-        Ok((mut log, unapplied)) => {
-            let replayed =
-                replay_message_log(storage, &mut log, unapplied).await.map_err(|e| format!("message log: {e}"))?;
-            if replayed > 0 {
-                eprintln!("kommunchat: {replayed} message(s) from the message log written to the database first");
-            }
+    use crate::storage::{MessageLogError, OpenLogError, open_message_log};
+    match open_message_log(storage, &config.storage).await {
+        Ok(Some((_log, replayed))) if replayed > 0 => {
+            eprintln!("kommunchat: {replayed} message(s) from the message log written to the database first");
             Ok(())
         }
-        Err(MessageLogError::Locked(_)) => Ok(()),
-        Err(e) => Err(format!("message log: {e}")),
+        Ok(_) | Err(OpenLogError::Log(MessageLogError::Locked(_))) => Ok(()),
+        Err(OpenLogError::Storage(e)) => Err(format!("storage: {e}")),
+        Err(OpenLogError::Log(e)) => Err(format!("message log: {e}")),
     }
 }
 

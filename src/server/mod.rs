@@ -23,12 +23,12 @@ use tokio::task::JoinHandle;
 
 use crate::auth;
 use crate::clock::Clock;
-use crate::config::{Config, SqliteSynchronous};
+use crate::config::Config;
 use crate::domain::chat::{ChatCore, ConnId, CoreSettings, Input, LiveFigures};
 use crate::hub::{self, HubHandle};
 use crate::metrics::Metrics;
 use crate::protocol::ws::NoticeView;
-use crate::storage::{MessageLog, MessageLogError, Storage, StorageError, StoreWriter, replay_message_log};
+use crate::storage::{MessageLogError, OpenLogError, Storage, StorageError, StoreWriter, open_message_log};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -97,18 +97,16 @@ impl Server {
         let storage = Storage::open(&config.database_url, &config.storage).await.map_err(storage_error)?;
         // Messages acknowledged from the log that the database did not hold
         // yet when the last run ended go in first: everything below reads them.
-        let message_log = match storage.message_log_dir().filter(|_| config.storage.message_log) {
-            Some(dir) => {
-                let applied = storage.message_log_applied().await.map_err(storage_error)?;
-                let fsync = config.storage.sqlite_synchronous == SqliteSynchronous::Full;
-                let (mut log, unapplied) = MessageLog::open(&dir, applied, fsync)?;
-                let replayed = replay_message_log(&storage, &mut log, unapplied).await?;
+        let message_log = match open_message_log(&storage, &config.storage).await {
+            Ok(Some((log, replayed))) => {
                 if replayed > 0 {
                     tracing::info!(replayed, "messages from the message log written to the database");
                 }
                 Some((log, Duration::from_millis(config.storage.message_log_apply_ms)))
             }
-            None => None,
+            Ok(None) => None,
+            Err(OpenLogError::Storage(e)) => return Err(storage_error(e)),
+            Err(OpenLogError::Log(e)) => return Err(e.into()),
         };
         // Chats the last run left open (a restart, a crash) are taken up again.
         let interrupted = storage.end_interrupted(clock.now()).await.map_err(storage_error)?;

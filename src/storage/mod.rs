@@ -21,7 +21,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 pub use message_log::{MessageLog, MessageLogError, Unapplied};
-pub use writer::{StoreWriter, WriterHandle, replay_message_log};
+pub use writer::{OpenLogError, StoreWriter, WriterHandle, open_message_log};
 
 use crate::config::{RetentionConfig, SqliteSynchronous as SyncSetting, StorageConfig};
 use crate::domain::chat::{AdvisorProfile, Committed, ConversationId, RestoredConversation, StoreOp, UserId};

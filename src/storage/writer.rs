@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::message_log::{MessageLog, MessageLogError, Unapplied};
 use super::{Storage, StorageError, WriterConnection, messages_committed};
+use crate::config::{SqliteSynchronous, StorageConfig};
 use crate::domain::chat::{Committed, StoreOp};
 
 /// Submits writes to the writer task.
@@ -350,10 +351,38 @@ fn keep_refused(dir: &Path, op: &StoreOp) {
     }
 }
 
-/// At start, before anything reads the database: applies the records the
-/// log holds and the database does not (a crash, or a stop before the
-/// applier caught up), then forgets them. Returns how many were applied.
-pub async fn replay_message_log(
+/// Why the message log could not be opened and taken in.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenLogError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Log(#[from] MessageLogError),
+}
+
+/// Opens the message log beside an SQLite database, when `config` keeps
+/// one, taking its lock; then, before anything reads the database, writes
+/// in what the log holds and the database does not (after a crash, or a
+/// stop before the applier caught up). Returns the log, ready for appends,
+/// and how many messages it wrote in. Used by the server's start and by the
+/// CLI's errand commands.
+pub async fn open_message_log(
+    storage: &Storage,
+    config: &StorageConfig,
+) -> Result<Option<(MessageLog, usize)>, OpenLogError> {
+    let Some(dir) = storage.message_log_dir().filter(|_| config.message_log) else {
+        return Ok(None);
+    };
+    let applied = storage.message_log_applied().await?;
+    let fsync = config.sqlite_synchronous == SqliteSynchronous::Full;
+    let (mut log, unapplied) = MessageLog::open(&dir, applied, fsync)?;
+    let replayed = replay_message_log(storage, &mut log, unapplied).await?;
+    Ok(Some((log, replayed)))
+}
+
+/// Applies the records the log holds and the database does not, then
+/// forgets them. Returns how many were applied.
+async fn replay_message_log(
     storage: &Storage,
     log: &mut MessageLog,
     unapplied: Unapplied,
@@ -464,7 +493,6 @@ fn is_transient(e: &StorageError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{SqliteSynchronous, StorageConfig};
     use crate::protocol::ws::Sender;
     use chrono::{DateTime, TimeDelta, Utc};
     use uuid::Uuid;
