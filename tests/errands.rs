@@ -80,12 +80,6 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).expect("instant").to_utc()
 }
 
-async fn get(server: &TestServer, cookie: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::Client::new().get(server.url(path)).header("cookie", cookie).send().await.expect("get");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn registry_release_and_access(backend: Backend) {
     let server = TestServer::start_with(backend, |_| {}).await;
     let storage = server.storage();
@@ -121,7 +115,7 @@ async fn registry_release_and_access(backend: Backend) {
     let advisor = server.login("anna", "advisor password 1").await;
 
     // Search.
-    let (status, all) = get(&server, &advisor, "/api/v1/errands").await;
+    let (status, all) = server.get_json_as(&advisor, "/api/v1/errands").await;
     assert_eq!(status, 200);
     assert_eq!(all["total"], 3);
     let numbers: Vec<&str> =
@@ -143,33 +137,33 @@ async fn registry_release_and_access(backend: Backend) {
         ("flagged=true".to_string(), vec![secret.as_str()]),
         ("q=100%".to_string(), vec![]),
     ] {
-        let (status, found) = get(
-            &server,
-            &advisor,
-            &format!("/api/v1/errands?{}", query.replace(' ', "%20").replace('%', "%25").replace("%2520", "%20")),
-        )
-        .await;
+        let (status, found) = server
+            .get_json_as(
+                &advisor,
+                &format!("/api/v1/errands?{}", query.replace(' ', "%20").replace('%', "%25").replace("%2520", "%20")),
+            )
+            .await;
         assert_eq!(status, 200, "{query}");
         let got: Vec<&str> =
             found["errands"].as_array().expect("list").iter().map(|e| e["number"].as_str().expect("n")).collect();
         assert_eq!(got, expected, "{query}");
     }
     for bad in ["from=yesterday", "limit=0", "limit=501", "offset=-1", "colour=blue"] {
-        let (status, _) = get(&server, &advisor, &format!("/api/v1/errands?{bad}")).await;
+        let (status, _) = server.get_json_as(&advisor, &format!("/api/v1/errands?{bad}")).await;
         assert_eq!(status, 400, "{bad}");
     }
     let anonymous = reqwest::get(server.url("/api/v1/errands")).await.expect("get");
     assert_eq!(anonymous.status().as_u16(), 401);
 
     // One errand in full, with the personnummer lines marked.
-    let (status, full) = get(&server, &advisor, &format!("/api/v1/errands/{secret}")).await;
+    let (status, full) = server.get_json_as(&advisor, &format!("/api/v1/errands/{secret}")).await;
     assert_eq!(status, 200);
     assert_eq!(full["secrecy_review"], true);
     assert_eq!(full["category"], "Omsorg och stöd");
     let flags: Vec<bool> =
         full["transcript"].as_array().expect("t").iter().map(|l| l["personnummer"].as_bool().expect("b")).collect();
     assert_eq!(flags, [true, false, true]);
-    let (status, _) = get(&server, &advisor, "/api/v1/errands/2026-999999").await;
+    let (status, _) = server.get_json_as(&advisor, "/api/v1/errands/2026-999999").await;
     assert_eq!(status, 404);
 
     // The release copy masks every occurrence.
@@ -186,12 +180,9 @@ async fn registry_release_and_access(backend: Backend) {
     assert_eq!(text.matches("[personnummer maskerat]").count(), 2);
     assert!(text.contains("ada@example.se"), "e-mail kept unless asked");
     assert!(!text.contains("Ada:"), "the citizen's name is left out");
-    let (_, masked) = get(
-        &server,
-        &advisor,
-        &format!("/api/v1/errands/{secret}/release?format=json&mask_email=true&mask_phone=true"),
-    )
-    .await;
+    let (_, masked) = server
+        .get_json_as(&advisor, &format!("/api/v1/errands/{secret}/release?format=json&mask_email=true&mask_phone=true"))
+        .await;
     let body = masked.to_string();
     for leak in ["9876", "ada@example.se", "070-123 45 67"] {
         assert!(!body.contains(leak), "{leak} in {body}");

@@ -120,12 +120,6 @@ fn first_release_rows() -> String {
     )
 }
 
-async fn get(server: &TestServer, cookie: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new().get(server.url(path)).header("cookie", cookie).send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn texts(errand: &Value) -> Vec<(String, bool)> {
     errand["transcript"]
         .as_array()
@@ -150,13 +144,13 @@ async fn a_first_release_database_comes_through_an_upgrade_whole(backend: Backen
 
     // The errands: the served one as it was, the one left open ended as
     // interrupted with its transcript; the abandoned chat is no errand.
-    let (status, list) = get(&server, &anna, "/api/v1/errands").await;
+    let (status, list) = server.get_json_as(&anna, "/api/v1/errands").await;
     assert_eq!(status, 200, "{list}");
     let numbers: Vec<&str> =
         list["errands"].as_array().expect("list").iter().filter_map(|e| e["number"].as_str()).collect();
     assert_eq!(numbers, ["2026-000002", "2026-000001"], "newest first: {list}");
 
-    let (_, served) = get(&server, &anna, "/api/v1/errands/2026-000001").await;
+    let (_, served) = server.get_json_as(&anna, "/api/v1/errands/2026-000001").await;
     assert_eq!(served["secrecy_review"], true);
     assert_eq!(served["category"], "Bygg och miljö");
     assert_eq!(served["summary"], "Frågade om attefallshus");
@@ -169,10 +163,10 @@ async fn a_first_release_database_comes_through_an_upgrade_whole(backend: Backen
             ("Tack så mycket!".to_owned(), false),
         ]
     );
-    let (_, found) = get(&server, &anna, "/api/v1/errands?q=attefallshuset").await;
+    let (_, found) = server.get_json_as(&anna, "/api/v1/errands?q=attefallshuset").await;
     assert_eq!(found["total"], 1, "the moved messages are searched: {found}");
 
-    let (_, interrupted) = get(&server, &anna, "/api/v1/errands/2026-000002").await;
+    let (_, interrupted) = server.get_json_as(&anna, "/api/v1/errands/2026-000002").await;
     assert_eq!(interrupted["end_reason"], "interrupted", "{interrupted}");
     assert_eq!(texts(&interrupted), [("Hur söker jag förskoleplats?".to_owned(), false)]);
 
@@ -191,7 +185,7 @@ async fn a_first_release_database_comes_through_an_upgrade_whole(backend: Backen
     assert_eq!(lines[0]["number"], "2026-000001");
 
     // The morning's statistics.
-    let (status, day) = get(&server, &admin, "/api/v1/stats?from=2026-11-30&to=2026-11-30").await;
+    let (status, day) = server.get_json_as(&admin, "/api/v1/stats?from=2026-11-30&to=2026-11-30").await;
     assert_eq!(status, 200, "{day}");
     assert_eq!(
         (day["offered"].as_u64(), day["served"].as_u64(), day["abandoned"].as_u64()),
@@ -216,9 +210,9 @@ async fn a_first_release_database_comes_through_an_upgrade_whole(backend: Backen
     // And a second start finds nothing left to migrate or mend.
     server.restart().await;
     let anna = server.login("anna", PASSWORD).await;
-    let (_, new) = get(&server, &anna, &format!("/api/v1/errands/{number}")).await;
+    let (_, new) = server.get_json_as(&anna, &format!("/api/v1/errands/{number}")).await;
     assert_eq!(texts(&new), [("Hej igen".to_owned(), false)]);
-    let (_, list) = get(&server, &anna, "/api/v1/errands").await;
+    let (_, list) = server.get_json_as(&anna, "/api/v1/errands").await;
     assert_eq!(list["total"], 3);
     server.stop().await;
 }

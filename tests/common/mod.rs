@@ -155,6 +155,13 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A GET as a signed-in user (`cookie` is `kc_session=…`): the status and the JSON body (null if none).
+    pub async fn get_json_as(&self, cookie: &str, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).header("cookie", cookie).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Adds an account straight into storage.
     pub async fn add_user(&self, username: &str, display_name: &str, role: &str, password: &str) -> i64 {
         let server = self.server.as_ref().expect("running");
