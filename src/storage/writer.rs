@@ -79,15 +79,7 @@ impl StoreWriter {
                 if flushes {
                     // A flush blocks for hundreds of microseconds: it gets a
                     // thread of its own, so the runtime goes on meanwhile.
-                    std::thread::Builder::new()
-                        .name("message-log".into())
-                        .spawn(move || {
-                            let runtime = tokio::runtime::Builder::new_current_thread()
-                                .build()
-                                .expect("a runtime for the message log's thread");
-                            runtime.block_on(logging);
-                        })
-                        .expect("spawn the message log's thread");
+                    drop(run_on_own_thread("message-log", false, logging));
                 } else {
                     // Without a flush an append is one write into the page
                     // cache, a few microseconds: done in the runtime, it
@@ -101,19 +93,7 @@ impl StoreWriter {
                 // priority, that work waits for the connections instead of
                 // holding them up every `apply_every`.
                 let applying = apply_behind_log(storage, apply_every, applier_rx, urgent, applied, dir, on_commit);
-                let (finished, on_finished) = oneshot::channel::<()>();
-                std::thread::Builder::new()
-                    .name("log-applier".into())
-                    .spawn(move || {
-                        super::lower_priority_of_this_thread();
-                        let runtime = tokio::runtime::Builder::new_current_thread()
-                            .enable_time()
-                            .build()
-                            .expect("a runtime for the log applier's thread");
-                        runtime.block_on(applying);
-                        let _ = finished.send(());
-                    })
-                    .expect("spawn the log applier's thread");
+                let on_finished = run_on_own_thread("log-applier", true, applying);
                 tokio::spawn(async move {
                     let _ = on_finished.await;
                 })
@@ -349,6 +329,32 @@ fn keep_refused(dir: &Path, op: &StoreOp) {
     if let Err(e) = MessageLog::keep_refused(dir, op, "refused by the database") {
         tracing::error!(error = %e, ?op, "could not keep a refused message");
     }
+}
+
+/// Runs `work` to its end on a thread of its own named `name`, in a
+/// current-thread runtime, at the database thread's lower priority if
+/// `lower_priority`. The receiver is answered when it has ended.
+fn run_on_own_thread(
+    name: &str,
+    lower_priority: bool,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> oneshot::Receiver<()> {
+    let (finished, on_finished) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if lower_priority {
+                super::lower_priority_of_this_thread();
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a runtime for a storage thread");
+            runtime.block_on(work);
+            let _ = finished.send(());
+        })
+        .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"));
+    on_finished
 }
 
 /// Why the message log could not be opened and taken in.
