@@ -166,7 +166,10 @@ fn init_logging(config: &Config) {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(crate::scheduling::favour_latency_of_this_thread)
+        .build()
 }
 
 /// How many connections may wait to be accepted. tokio's `bind` asks for

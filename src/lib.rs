@@ -11,6 +11,7 @@
 //! - [`storage`]: SQLite and PostgreSQL behind one interface, with the
 //!   group-commit writer.
 //! - [`server`]: HTTP and WebSocket adapter (axum).
+//! - [`scheduling`]: how the connections' and the database's threads share a core.
 //! - [`config`], [`auth`], [`clock`], [`cli`]: the rest.
 //!
 //! See `ARCHITECTURE.md` for the code map and invariants.
@@ -25,5 +26,6 @@ pub mod hub;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod scheduling;
 pub mod server;
 pub mod storage;

@@ -218,9 +218,28 @@ impl Storage {
             }
             // No liveness ping before each use: an embedded database does not
             // drop connections, and the ping is a thread round trip per commit.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .test_before_acquire(false)
+            // Behind the message log no chat message waits for the database's
+            // threads (the writer, the checkpointer, readers of errands): they
+            // yield the core to the connections whenever those have work
+            // (`crate::scheduling`). Each connection has a thread of its own,
+            // started when its pool opens it.
+            let background = config.message_log && sqlite_file.is_some();
+            let lower_database_threads = move |pool: SqlitePoolOptions| {
+                if !background {
+                    return pool;
+                }
+                pool.after_connect(|_, _| {
+                    Box::pin(async {
+                        let threads = database_threads();
+                        if threads.is_empty() && cfg!(target_os = "linux") {
+                            tracing::warn!("the database's threads were not found; they keep their priority");
+                        }
+                        crate::scheduling::lower_priority(&threads);
+                        Ok(())
+                    })
+                })
+            };
+            let pool = lower_database_threads(SqlitePoolOptions::new().max_connections(4).test_before_acquire(false))
                 .connect_with(options.clone())
                 .await?;
             sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -228,12 +247,7 @@ impl Storage {
             // the database and syncs it, tens of milliseconds at times, and
             // every commit behind it would wait. The checkpointer task does it
             // beside the writer instead.
-            // Behind the message log the writer's work is not waited for:
-            // it should yield the core to the connections and the log
-            // whenever they have work.
-            let lower_writer_priority = config.message_log && sqlite_file.is_some();
-            let threads_before = if lower_writer_priority { database_threads() } else { Default::default() };
-            let writes = SqlitePoolOptions::new()
+            let writes = lower_database_threads(SqlitePoolOptions::new())
                 .max_connections(1)
                 .min_connections(1)
                 .idle_timeout(None)
@@ -250,13 +264,6 @@ impl Storage {
                         .pragma("journal_size_limit", LOG_SIZE_LIMIT_BYTES.to_string()),
                 )
                 .await?;
-            if lower_writer_priority {
-                let writer_threads: Vec<i32> = database_threads().difference(&threads_before).copied().collect();
-                if writer_threads.is_empty() {
-                    tracing::warn!("the database writer's thread was not found; it keeps its priority");
-                }
-                lower_priority(&writer_threads);
-            }
             let log_restart = Arc::new(AtomicBool::new(false));
             spawn_checkpointer(pool.clone(), log_restart.clone());
             return Ok(Storage { db: Db::Sqlite(pool), writes: Db::Sqlite(writes), log_restart, sqlite_file });
@@ -1369,30 +1376,6 @@ fn database_threads() -> std::collections::BTreeSet<i32> {
             comm.starts_with("sqlx-sqlite-wor").then(|| task.file_name().to_str()?.parse().ok())?
         })
         .collect()
-}
-
-/// Niceness for the database thread behind the message log: under load it
-/// gets about a tenth of a contended core, and all of an idle one.
-const WRITER_BEHIND_LOG_NICE: i32 = 10;
-
-#[cfg(target_os = "linux")]
-fn lower_priority<'a>(threads: impl IntoIterator<Item = &'a i32>) {
-    for &tid in threads {
-        let result = rustix::process::Pid::from_raw(tid)
-            .map(|pid| rustix::process::setpriority_process(Some(pid), WRITER_BEHIND_LOG_NICE));
-        if let Some(Err(e)) = result {
-            tracing::warn!(error = %e, tid, "could not lower the database writer's priority");
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority<'a>(_threads: impl IntoIterator<Item = &'a i32>) {}
-
-/// Gives the calling thread the database writer's lower priority.
-pub(crate) fn lower_priority_of_this_thread() {
-    #[cfg(target_os = "linux")]
-    lower_priority(&[rustix::thread::gettid().as_raw_nonzero().get()]);
 }
 
 fn spawn_checkpointer(pool: SqlitePool, log_restart: Arc<AtomicBool>) {

@@ -333,7 +333,8 @@ fn keep_refused(dir: &Path, op: &StoreOp) {
 
 /// Runs `work` to its end on a thread of its own named `name`, in a
 /// current-thread runtime, at the database thread's lower priority if
-/// `lower_priority`. The receiver is answered when it has ended.
+/// `lower_priority`, else as promptly as the connections' threads (see
+/// [`crate::scheduling`]). The receiver is answered when it has ended.
 fn run_on_own_thread(
     name: &str,
     lower_priority: bool,
@@ -344,7 +345,9 @@ fn run_on_own_thread(
         .name(name.into())
         .spawn(move || {
             if lower_priority {
-                super::lower_priority_of_this_thread();
+                crate::scheduling::lower_priority_of_this_thread();
+            } else {
+                crate::scheduling::favour_latency_of_this_thread();
             }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
