@@ -168,7 +168,7 @@ fn init_logging(config: &Config) {
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(crate::scheduling::favour_latency_of_this_thread)
+        .on_thread_start(crate::scheduling::favour_connections_thread)
         .build()
 }
 

@@ -79,7 +79,7 @@ impl StoreWriter {
                 if flushes {
                     // A flush blocks for hundreds of microseconds: it gets a
                     // thread of its own, so the runtime goes on meanwhile.
-                    drop(run_on_own_thread("message-log", false, logging));
+                    drop(run_on_own_thread("message-log", crate::scheduling::favour_flushing_thread, logging));
                 } else {
                     // Without a flush an append is one write into the page
                     // cache, a few microseconds: done in the runtime, it
@@ -93,7 +93,8 @@ impl StoreWriter {
                 // priority, that work waits for the connections instead of
                 // holding them up every `apply_every`.
                 let applying = apply_behind_log(storage, apply_every, applier_rx, urgent, applied, dir, on_commit);
-                let on_finished = run_on_own_thread("log-applier", true, applying);
+                let on_finished =
+                    run_on_own_thread("log-applier", crate::scheduling::lower_priority_of_this_thread, applying);
                 tokio::spawn(async move {
                     let _ = on_finished.await;
                 })
@@ -332,23 +333,19 @@ fn keep_refused(dir: &Path, op: &StoreOp) {
 }
 
 /// Runs `work` to its end on a thread of its own named `name`, in a
-/// current-thread runtime, at the database thread's lower priority if
-/// `lower_priority`, else as promptly as the connections' threads (see
-/// [`crate::scheduling`]). The receiver is answered when it has ended.
+/// current-thread runtime, after `set_priority` (one of
+/// [`crate::scheduling`]'s) has set the thread's priority. The receiver is
+/// answered when it has ended.
 fn run_on_own_thread(
     name: &str,
-    lower_priority: bool,
+    set_priority: fn(),
     work: impl Future<Output = ()> + Send + 'static,
 ) -> oneshot::Receiver<()> {
     let (finished, on_finished) = oneshot::channel();
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            if lower_priority {
-                crate::scheduling::lower_priority_of_this_thread();
-            } else {
-                crate::scheduling::favour_latency_of_this_thread();
-            }
+            set_priority();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_time()
                 .build()
