@@ -99,10 +99,30 @@ fn check(date: &[u8], sep: Option<u8>, tail: &[u8], reference_year: i32) -> Opti
     Some((kind, canonical))
 }
 
+/// How many ASCII digits `bytes` holds. Summed a block at a time into a
+/// byte, which the compiler turns into 16 bytes a step; counted straight into
+/// a `usize` it took 4 bytes a step.
+fn digit_count(bytes: &[u8]) -> usize {
+    let mut blocks = bytes.chunks_exact(64);
+    let in_blocks: usize =
+        blocks.by_ref().map(|block| usize::from(block.iter().map(|&b| u8::from(b.is_ascii_digit())).sum::<u8>())).sum();
+    in_blocks + blocks.remainder().iter().filter(|b| b.is_ascii_digit()).count()
+}
+
+/// The fewest digits a number is written with: `YYMMDD-NNNN`, or ten in a row.
+const MIN_DIGITS: usize = 10;
+
 /// Every personnummer and samordningsnummer in `text`. `reference_year` is
 /// the year the text was written (for two-digit years).
 pub fn find(text: &str, reference_year: i32) -> Vec<Found> {
     let bytes = text.as_bytes();
+    // Every form accepted has at least ten digits, and most chat messages
+    // hold fewer. Counting them is one vectorised pass, several times faster
+    // than the scan below, which was 2% of the server's CPU at 40,000
+    // messages/s (it runs for every message, in the core and again in storage).
+    if digit_count(bytes) < MIN_DIGITS {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
@@ -198,6 +218,18 @@ mod tests {
             }
         }
         unreachable!("some digit makes it valid")
+    }
+
+    #[test]
+    fn digits_are_counted_in_blocks_and_in_the_rest() {
+        for len in [0, 1, 63, 64, 65, 200, 255, 256, 1000] {
+            let text: String =
+                (0..len).map(|i| if i % 3 == 0 { char::from(b'0' + (i % 10) as u8) } else { 'å' }).collect();
+            let expected = text.chars().filter(char::is_ascii_digit).count();
+            assert_eq!(digit_count(text.as_bytes()), expected, "{len} characters");
+        }
+        assert_eq!(digit_count(&[b'9'; 64]), 64);
+        assert_eq!(digit_count(b"/:09"), 2);
     }
 
     #[test]
