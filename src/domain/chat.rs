@@ -1135,7 +1135,8 @@ impl ChatCore {
             out.extend(reply(ErrorCode::InvalidField, format!("text is longer than {max_bytes} bytes"), Some(cid)));
             return;
         }
-        match c.client_ids.get(sender, &cid) {
+        let text: Arc<str> = text.into();
+        match c.client_ids.claim(sender, &cid, &text) {
             Some(ClientMessage::Pending { text: earlier }) if **earlier == *text => return,
             Some(ClientMessage::Stored { text: earlier, seq, at }) if **earlier == *text => {
                 let (seq, at) = (*seq, *at);
@@ -1154,7 +1155,6 @@ impl ChatCore {
             }
             None => {}
         }
-        let text: Arc<str> = text.into();
         let seq = c.next_seq;
         c.next_seq += 1;
         c.last_activity = now;
@@ -1163,7 +1163,6 @@ impl ChatCore {
             Sender::Advisor => advisor.map(|a| a.display_name.clone()),
             _ => c.citizen_name.clone(),
         };
-        c.client_ids.insert(sender, cid.clone(), ClientMessage::Pending { text: text.clone() });
         let personnummer = !super::personnummer::find(&text, local_date(now).year()).is_empty();
         let view = MessageView {
             seq,

@@ -53,6 +53,22 @@ impl ClientIds {
         self.table.find(hash, |e| e.sender == sender && *e.id == *id).map(|e| &e.message)
     }
 
+    /// Records a new message under `id` as pending with `text`, unless `id`
+    /// is already known: then returns what it was and changes nothing. One
+    /// hash and one probe: `get` and then `insert` took two of each on every
+    /// chat message.
+    pub fn claim(&mut self, sender: Sender, id: &Arc<str>, text: &Arc<str>) -> Option<&ClientMessage> {
+        let hash = self.hash(sender, id);
+        match self.table.entry(hash, |e| e.sender == sender && *e.id == **id, |e| e.hash) {
+            hashbrown::hash_table::Entry::Occupied(known) => Some(&known.into_mut().message),
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let message = ClientMessage::Pending { text: text.clone() };
+                vacant.insert(Entry { hash, sender, id: id.clone(), message });
+                None
+            }
+        }
+    }
+
     /// Records `id` as `message`, replacing what it was.
     pub fn insert(&mut self, sender: Sender, id: Arc<str>, message: ClientMessage) {
         let hash = self.hash(sender, &id);
@@ -109,6 +125,24 @@ mod tests {
         }
         assert_eq!(seq_of(&ids, Sender::Citizen, "c-5000"), None);
         assert_eq!(seq_of(&ids, Sender::System, "c-1"), None);
+    }
+
+    #[test]
+    fn claim_records_a_new_id_as_pending_and_leaves_a_known_one_alone() {
+        let mut ids = ClientIds::default();
+        let (a, hej, annat): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "hej".into(), "annat".into());
+        assert!(ids.claim(Sender::Citizen, &a, &hej).is_none());
+        assert!(matches!(ids.get(Sender::Citizen, "a"), Some(ClientMessage::Pending { text }) if **text == *"hej"));
+        // Known: what it was comes back, whatever the text, and stays.
+        assert!(
+            matches!(ids.claim(Sender::Citizen, &a, &annat), Some(ClientMessage::Pending { text }) if **text == *"hej")
+        );
+        ids.insert(Sender::Citizen, a.clone(), stored("hej", 7));
+        assert!(matches!(ids.claim(Sender::Citizen, &a, &hej), Some(ClientMessage::Stored { seq: 7, .. })));
+        assert_eq!(ids.len(), 1);
+        // The same id from the other side is another message.
+        assert!(ids.claim(Sender::Advisor, &a, &annat).is_none());
+        assert_eq!(ids.len(), 2);
     }
 
     #[test]
