@@ -117,9 +117,9 @@ const MIN_DIGITS: usize = 10;
 pub fn find(text: &str, reference_year: i32) -> Vec<Found> {
     let bytes = text.as_bytes();
     // Every form accepted has at least ten digits, and most chat messages
-    // hold fewer. Counting them is one vectorised pass, several times faster
-    // than the scan below, which was 2% of the server's CPU at 40,000
-    // messages/s (it runs for every message, in the core and again in storage).
+    // hold fewer. Counting them is one vectorised pass, cheaper than the scan
+    // below: find() runs for every message, in the core and again in storage,
+    // and took 2% of the server's samples at 40,000 messages/s, 1% with this.
     if digit_count(bytes) < MIN_DIGITS {
         return Vec::new();
     }
