@@ -26,6 +26,8 @@ pub const ENV_PREFIX: &str = "KOMMUNCHAT_";
 const ENV_NOT_OVERRIDES: [&str; 2] = ["KOMMUNCHAT_CONFIG", "KOMMUNCHAT_LOG"];
 /// The file read when no path is given, if it exists.
 pub const DEFAULT_FILE: &str = "kommunchat.toml";
+/// Upper bound of `chat.max_conversation_bytes`.
+pub const MAX_CONVERSATION_BYTES: usize = 64 * 1024 * 1024;
 
 /// A configuration problem: where, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +167,13 @@ pub struct ChatConfig {
     pub inactivity_end_seconds: u64,
     /// Largest chat message, in bytes of UTF-8.
     pub max_message_bytes: usize,
+    /// Most text one conversation holds, both sides together, in bytes of
+    /// UTF-8. It bounds the server's memory per chat and the advisor's
+    /// `welcome` frame (which carries every chat held, whole).
+    pub max_conversation_bytes: usize,
+    /// Most text a citizen may write while still in the queue: a waiting
+    /// chat is not read by anyone yet, and thousands may wait at once.
+    pub max_queued_bytes: usize,
     /// How often each waiting citizen is sent its queue position (at most).
     pub queue_update_interval_ms: u64,
     /// Assumed handling time before there is any history, for wait estimates.
@@ -184,6 +193,8 @@ impl Default for ChatConfig {
             inactivity_warning_seconds: 600,
             inactivity_end_seconds: 120,
             max_message_bytes: 16 * 1024,
+            max_conversation_bytes: 1024 * 1024,
+            max_queued_bytes: 64 * 1024,
             queue_update_interval_ms: 1000,
             assumed_handle_seconds: 300,
             categories: [
@@ -559,6 +570,22 @@ impl FileConfig {
         if !(1..=1024 * 1024).contains(&c.max_message_bytes) {
             return Err(error("chat.max_message_bytes".into(), "must be between 1 and 1048576".into()));
         }
+        // One message of the largest size must fit, with what it is charged beside its text.
+        let one_message = c.max_message_bytes + crate::protocol::ws::Limits::MESSAGE_ALLOWANCE;
+        if !(one_message..=MAX_CONVERSATION_BYTES).contains(&c.max_conversation_bytes) {
+            return Err(error(
+                "chat.max_conversation_bytes".into(),
+                format!(
+                    "must be between {one_message} (chat.max_message_bytes and 256 bytes per message) and {MAX_CONVERSATION_BYTES}"
+                ),
+            ));
+        }
+        if !(1..=c.max_conversation_bytes).contains(&c.max_queued_bytes) {
+            return Err(error(
+                "chat.max_queued_bytes".into(),
+                format!("must be between 1 and chat.max_conversation_bytes ({})", c.max_conversation_bytes),
+            ));
+        }
         if !(50..=60_000).contains(&c.queue_update_interval_ms) {
             return Err(error("chat.queue_update_interval_ms".into(), "must be between 50 and 60000".into()));
         }
@@ -776,6 +803,16 @@ mod tests {
     fn out_of_range_values_are_refused() {
         let err = load("[chat]\nmax_chats_per_advisor = 0\n").expect_err("zero");
         assert_eq!(err.key, "chat.max_chats_per_advisor");
+        // A chat must hold at least one message of the largest size, with its 256 bytes.
+        let err = load("[chat]\nmax_message_bytes = 1000\nmax_conversation_bytes = 1255\n").expect_err("too small");
+        assert_eq!(err.key, "chat.max_conversation_bytes");
+        assert!(
+            load("[chat]\nmax_message_bytes = 1000\nmax_conversation_bytes = 1256\nmax_queued_bytes = 100\n").is_ok()
+        );
+        let err = load("[chat]\nmax_conversation_bytes = 70000\nmax_queued_bytes = 70001\n").expect_err("queued");
+        assert_eq!(err.key, "chat.max_queued_bytes");
+        let err = load("[chat]\nmax_queued_bytes = 0\n").expect_err("zero");
+        assert_eq!(err.key, "chat.max_queued_bytes");
         let err = load("database_url = \"mysql://x\"\n").expect_err("mysql");
         assert_eq!(err.key, "database_url");
         let err = load("listen = \"localhost\"\n").expect_err("listen");

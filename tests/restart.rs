@@ -235,6 +235,7 @@ async fn a_welcome_with_megabytes_of_history_reaches_the_console() {
     let server = TestServer::start_with(Backend::Sqlite, |c| {
         c.security.messages_per_second = 10_000;
         c.security.message_burst = 10_000;
+        c.chat.max_conversation_bytes = 4 * 1024 * 1024;
     })
     .await;
     let mut anna = server.advisor("anna", true).await;

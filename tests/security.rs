@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Client, TestServer};
+use common::{Backend, Client, TestServer, cid, say};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -182,6 +182,69 @@ async fn oversized_frames_close_with_1009_and_store_nothing() {
     assert_eq!(citizen.closed().await, Some(1009));
     let transcript = server.storage().transcript(queued["conversation_id"].as_str().expect("id")).await.expect("t");
     assert!(transcript.is_empty());
+}
+
+/// A chat's text is bounded, so that neither a citizen writing while in the
+/// queue nor an endless chat can fill the server's memory (or the advisor's
+/// `welcome`, which carries every chat held): beyond the limit a message is
+/// refused with `conversation_full` and stored nowhere, and after a restart
+/// the limit counts what is stored.
+#[tokio::test]
+async fn a_chat_holds_at_most_its_limit_and_a_waiting_citizen_less() {
+    // Each message is charged its text and 256 bytes: 300 bytes of text cost 556.
+    let mut server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.chat.max_message_bytes = 1000;
+        c.chat.max_queued_bytes = 1000;
+        c.chat.max_conversation_bytes = 2600;
+    })
+    .await;
+    let long = "x".repeat(300);
+    let (mut ada, queued) = server.queued_citizen("Ada").await;
+    let conversation = cid(&queued);
+    let token = queued["resume_token"].as_str().expect("token").to_owned();
+    assert_eq!(say(&mut ada, json!({"type": "message", "client_msg_id": "q1", "text": long})).await, 1);
+
+    // A second would pass what a waiting chat may hold; a retry is refused alike.
+    for _ in 0..2 {
+        ada.send(json!({"type": "message", "client_msg_id": "q2", "text": long})).await;
+        let refused = ada.expect("error").await;
+        assert_eq!(
+            (refused["code"].as_str(), refused["client_msg_id"].as_str()),
+            (Some("conversation_full"), Some("q2"))
+        );
+    }
+
+    // Once an advisor has it, the chat's own limit holds: 4 × 556 = 2,224 of 2,600.
+    let mut anna = server.advisor("anna", true).await;
+    let assigned = anna.expect("assigned").await;
+    assert_eq!(assigned["chat"]["messages"].as_array().map(Vec::len), Some(1));
+    ada.expect("assigned").await;
+    assert_eq!(say(&mut ada, json!({"type": "message", "client_msg_id": "c1", "text": long})).await, 2);
+    let reply = |id: &str, text: &str| json!({"type": "message", "conversation_id": conversation, "client_msg_id": id, "text": text});
+    assert_eq!(say(&mut anna, reply("r1", &long)).await, 3);
+    assert_eq!(say(&mut ada, json!({"type": "message", "client_msg_id": "c2", "text": long})).await, 4);
+    anna.send(reply("r2", &long)).await;
+    let refused = anna.expect("error").await;
+    assert_eq!(
+        (refused["code"].as_str(), refused["conversation_id"].as_str(), refused["client_msg_id"].as_str()),
+        (Some("conversation_full"), Some(conversation.as_str()), Some("r2"))
+    );
+
+    // After a restart (which leaves the database up to date) the limit counts
+    // the stored chat: 260 bytes fit once, not twice.
+    server.restart().await;
+    let stored = server.storage().transcript(&conversation).await.expect("transcript");
+    assert_eq!(stored.len(), 4, "the refused messages are stored nowhere");
+    let mut ada = server.citizen().await;
+    ada.expect("welcome").await;
+    ada.send(json!({"type": "resume", "token": token, "last_seq": 4})).await;
+    ada.expect("resumed").await;
+    assert_eq!(say(&mut ada, json!({"type": "message", "client_msg_id": "c3", "text": "tack"})).await, 5);
+    ada.send(json!({"type": "message", "client_msg_id": "c4", "text": "tack"})).await;
+    assert_eq!(ada.expect("error").await["code"], "conversation_full");
+    server.restart().await;
+    let stored = server.storage().transcript(&conversation).await.expect("transcript");
+    assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]

@@ -46,6 +46,11 @@ pub struct CoreSettings {
     pub inactivity_warning: TimeDelta,
     pub inactivity_end: TimeDelta,
     pub max_message_bytes: usize,
+    /// What one conversation may hold, and what a citizen may write while
+    /// queued, each message counted as its text and
+    /// [`Limits::MESSAGE_ALLOWANCE`].
+    pub max_conversation_bytes: usize,
+    pub max_queued_bytes: usize,
     pub queue_update_interval: TimeDelta,
     /// How often the adapter sends [`Input::Tick`]; at most the queue-update
     /// interval. Ticks are counted, not timed, so a clock that stands still
@@ -283,6 +288,9 @@ struct Conversation {
     next_seq: u64,
     history: Vec<MessageView>,
     pending: Vec<(u64, PendingMessage)>,
+    /// What `history` and `pending` are charged against the conversation's
+    /// limits: see [`charge`].
+    charged_bytes: usize,
     client_ids: ClientIds,
     last_activity: DateTime<Utc>,
     warned_at: Option<DateTime<Utc>>,
@@ -478,6 +486,7 @@ impl ChatCore {
                 }
             }
             let next_seq = history.last().map_or(1, |m| m.seq + 1);
+            let charged_bytes = history.iter().map(|m| charge(&m.text)).sum();
             let wrap_up = r.wrap_up.is_some();
             if let Some(reason) = r.wrap_up {
                 // Over for the citizen: a citizen who comes back learns how.
@@ -507,6 +516,7 @@ impl ChatCore {
                     next_seq,
                     history,
                     pending: Vec::new(),
+                    charged_bytes,
                     client_ids,
                     // The time the server was down is not the citizen's silence.
                     last_activity: now,
@@ -866,6 +876,7 @@ impl ChatCore {
             returned_by: None,
             next_seq: 1,
             history: Vec::new(),
+            charged_bytes: 0,
             pending: Vec::new(),
             client_ids: ClientIds::default(),
             last_activity: now,
@@ -1088,6 +1099,8 @@ impl ChatCore {
         out: &mut Vec<Effect>,
     ) {
         let max_bytes = self.settings.max_message_bytes;
+        let (max_conversation_bytes, max_queued_bytes) =
+            (self.settings.max_conversation_bytes, self.settings.max_queued_bytes);
         let Some(c) = self.conversations.get_mut(&id) else {
             return;
         };
@@ -1155,6 +1168,25 @@ impl ChatCore {
             }
             None => {}
         }
+        // A chat sent back to the queue has been read: the chat's own limit holds.
+        let (limit, full) = match c.phase {
+            Phase::Queued(_) if !c.ever_assigned => (
+                max_queued_bytes,
+                "you have written as much as a waiting chat may hold; the advisor reads it when the chat starts",
+            ),
+            _ => (
+                max_conversation_bytes,
+                "this chat holds as much text as a chat may; end it and start a new chat to go on",
+            ),
+        };
+        let cost = charge(&text);
+        if c.charged_bytes + cost > limit {
+            // Not a message after all: a retry of this id is refused the same way.
+            c.client_ids.remove(sender, &cid);
+            out.extend(reply(ErrorCode::ConversationFull, full.into(), Some(cid)));
+            return;
+        }
+        c.charged_bytes += cost;
         let seq = c.next_seq;
         c.next_seq += 1;
         c.last_activity = now;
@@ -1198,6 +1230,7 @@ impl ChatCore {
                     return;
                 };
                 let (_, p) = c.pending.remove(i);
+                c.charged_bytes -= charge(&p.view.text);
                 let cid = p.view.client_msg_id.clone();
                 if let Some(cid) = &cid {
                     c.client_ids.remove(p.view.sender, cid);
@@ -2061,6 +2094,13 @@ impl WaitModel {
         let ahead = (position - self.free as usize) as f64;
         Some((ahead * self.mean_handle_seconds / f64::from(self.capacity)).ceil() as u64)
     }
+}
+
+/// What a message counts against its conversation's limits: its text and
+/// a fixed allowance for what is kept beside it, so that a chat of many
+/// tiny messages is bounded as well as one of a few long ones.
+fn charge(text: &str) -> usize {
+    text.len() + Limits::MESSAGE_ALLOWANCE
 }
 
 fn ack(conn: ConnId, sender: Sender, id: ConversationId, cid: Arc<str>, seq: u64, at: DateTime<Utc>) -> Effect {

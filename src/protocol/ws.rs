@@ -26,6 +26,10 @@ impl Limits {
     pub const CATEGORY: usize = 100;
     pub const SUMMARY: usize = 2000;
     pub const USERNAME: usize = 64;
+    /// What each message counts against `chat.max_conversation_bytes` and
+    /// `chat.max_queued_bytes` beside its text: it is kept with an id, a
+    /// name and a time, so a chat of many tiny messages is bounded too.
+    pub const MESSAGE_ALLOWANCE: usize = 256;
 }
 
 // ---------------------------------------------------------------- citizen ->
@@ -217,6 +221,10 @@ pub enum ErrorCode {
     StorageFailed,
     /// The server is shutting down and takes no new chats.
     ShuttingDown,
+    /// The conversation holds as much as it may (`chat.max_conversation_bytes`),
+    /// or, while queued, as much as a waiting citizen may write
+    /// (`chat.max_queued_bytes`). The message was not stored.
+    ConversationFull,
 }
 
 // ---------------------------------------------------------------- -> citizen

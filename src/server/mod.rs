@@ -338,6 +338,8 @@ fn core_settings(config: &Config) -> CoreSettings {
         inactivity_warning: secs(chat.inactivity_warning_seconds),
         inactivity_end: secs(chat.inactivity_end_seconds),
         max_message_bytes: chat.max_message_bytes,
+        max_conversation_bytes: chat.max_conversation_bytes,
+        max_queued_bytes: chat.max_queued_bytes,
         queue_update_interval: TimeDelta::milliseconds(i64::try_from(chat.queue_update_interval_ms).unwrap_or(1000)),
         tick: TimeDelta::from_std(tick_interval(config)).unwrap_or(TimeDelta::milliseconds(TICK_MS as i64)),
         assumed_handle: secs(chat.assumed_handle_seconds),

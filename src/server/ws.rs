@@ -63,18 +63,26 @@ pub fn max_frame_bytes(app: &App) -> usize {
     app.config.chat.max_message_bytes * 2 + 1024
 }
 
-/// A cap, not an allocation: a frame larger than the cap can never be
-/// written, and its connection drops (the console would reconnect into the
-/// same frame forever). An advisor's `welcome` carries the whole history of
-/// every open chat, megabytes for long chats, so the cap is generous.
-const MAX_WRITE_BUFFER: usize = 64 * 1024 * 1024;
+/// A cap on unsent bytes, not an allocation: a frame larger than the cap
+/// can never be written, and its connection drops (the console would
+/// reconnect into the same frame forever). An advisor's `welcome` carries
+/// the whole history of every chat held, so the cap follows the limits that
+/// bound it: `max_chats_per_advisor` chats of `max_conversation_bytes` each.
+/// A chat's budget charges each message its text and
+/// [`crate::protocol::ws::Limits::MESSAGE_ALLOWANCE`]; escaping at most doubles the text, and a
+/// message's envelope (under 768 bytes even with the longest names and
+/// ids) is at most three allowances, so a chat takes under five budgets.
+fn max_write_buffer(app: &App) -> usize {
+    let chat = &app.config.chat;
+    (chat.max_chats_per_advisor as usize * 5 * chat.max_conversation_bytes + 1024 * 1024).max(64 * 1024 * 1024)
+}
 
 fn configure(upgrade: WebSocketUpgrade, app: &App) -> WebSocketUpgrade {
     let max = max_frame_bytes(app);
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_write_buffer_size(max_write_buffer(app))
         .max_message_size(max)
         .max_frame_size(max)
 }

@@ -353,6 +353,8 @@ pub fn core_settings() -> kommunchat::domain::chat::CoreSettings {
         inactivity_warning: chrono::TimeDelta::seconds(600),
         inactivity_end: chrono::TimeDelta::seconds(120),
         max_message_bytes: 1000,
+        max_conversation_bytes: config.chat.max_conversation_bytes,
+        max_queued_bytes: config.chat.max_queued_bytes,
         queue_update_interval: chrono::TimeDelta::seconds(1),
         tick: chrono::TimeDelta::seconds(1),
         assumed_handle: chrono::TimeDelta::seconds(300),

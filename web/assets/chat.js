@@ -291,7 +291,8 @@ function onError(f) {
     m.failed = true;
     updateMessage(m);
     save();
-    showSendError(f.code === 'invalid_field' ? t('tooLong') : t('sendFailed'));
+    const why = { invalid_field: 'tooLong', conversation_full: st.phase === 'queued' ? 'queueFull' : 'chatFull' };
+    showSendError(t(why[f.code] || 'sendFailed'));
     return;
   }
   if (f.code === 'invalid_state' && st.phase === 'idle') showStartError(t('startFailed'));

@@ -224,7 +224,11 @@ function onError(f) {
       return;
     }
     if (m) { m.pending = false; m.failed = true; redrawMessage(c, m); }
-    showPanelError(c, '.send-error', f.code === 'invalid_field' ? 'Meddelandet är för långt eller tomt.' : `Meddelandet skickades inte (${f.message}).`);
+    const why = {
+      invalid_field: 'Meddelandet är för långt eller tomt.',
+      conversation_full: 'Chatten har blivit så lång som en chatt får bli. Avsluta den; medborgaren kan starta en ny chatt.',
+    };
+    showPanelError(c, '.send-error', why[f.code] || `Meddelandet skickades inte (${f.message}).`);
     return;
   }
   if (c && f.code === 'target_unavailable') {

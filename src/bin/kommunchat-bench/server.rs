@@ -16,7 +16,9 @@ pub struct ServerProcess {
     cpu: Option<usize>,
 }
 
-/// Always open, limits raised for load from one machine. The log level is
+/// Always open, limits raised for load from one machine (the relay's 100
+/// chats grow far longer than any real chat: their size limit is the highest
+/// the server allows). The log level is
 /// the default (`info`), as deployed: a level set lower here once hid what
 /// an enabled per-connection span cost every idle connection.
 fn config(max_chats: u32) -> String {
@@ -40,6 +42,7 @@ fn config(max_chats: u32) -> String {
     c.push_str("day_before_holiday = []\n");
     c.push_str(&format!(
         "[chat]\nmax_chats_per_advisor = {max_chats}\ninactivity_warning_seconds = 86400\nadvisor_grace_seconds = 600\ncitizen_grace_seconds = 600\n\
+         max_conversation_bytes = 67108864\nmax_queued_bytes = 67108864\n\
          [admission]\nrefuse_if_not_served_before_closing = false\n\
          [security]\nmax_connections = 19900\nmax_citizen_connections_per_address = 100000\nmessages_per_second = 100000\nmessage_burst = 100000\n"
     ));
