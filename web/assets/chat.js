@@ -291,7 +291,9 @@ function onError(f) {
     m.failed = true;
     updateMessage(m);
     save();
-    const why = { invalid_field: 'tooLong', conversation_full: st.phase === 'queued' ? 'queueFull' : 'chatFull' };
+    // A chat sent back to the queue has had an advisor: the chat's own limit is the one met.
+    const waitingFirst = st.phase === 'queued' && !st.advisorName;
+    const why = { invalid_field: 'tooLong', conversation_full: waitingFirst ? 'queueFull' : 'chatFull' };
     showSendError(t(why[f.code] || 'sendFailed'));
     return;
   }
