@@ -42,6 +42,13 @@ describe('size limits', () => {
     const notSent = page.locator('#messages .msg.mine', { has: page.locator('.pending') });
     await notSent.filter({ hasText: 'Andra' }).locator('.pending', { hasText: 'Skickades inte' }).waitFor();
     assert.equal(await notSent.count(), 1);
+    // The notice under the input takes room from the log; the failed message stays in view.
+    const inView = await page.evaluate(() => {
+      const log = document.getElementById('log').getBoundingClientRect();
+      const mark = [...document.querySelectorAll('#messages .msg.mine .pending')].pop().getBoundingClientRect();
+      return mark.top >= log.top && mark.bottom <= log.bottom;
+    });
+    assert.ok(inView, 'the message marked as not sent is scrolled into view');
     await axe(page, 'the chat, a message refused');
     await shot(page, 'chat-queue-full');
   });

@@ -374,7 +374,14 @@ function appendLi(m) {
 }
 function updateMessage(m) {
   const el = [...$('messages').children].find((x) => x.dataset.key === m.cid);
-  if (el) el.replaceWith(liFor(m));
+  if (el) keepingLogEnd(() => el.replaceWith(liFor(m)));
+}
+/** Runs `change`, and if the log showed its newest line before, shows it after too. */
+function keepingLogEnd(change) {
+  const log = $('log');
+  const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 8;
+  change();
+  if (atEnd) scrollLog();
 }
 function rebuildLog() {
   const list = $('messages');
@@ -490,8 +497,11 @@ function showStartError(text) {
   announce(text);
 }
 function showSendError(text) {
-  $('send-error').textContent = text;
-  $('send-error').hidden = false;
+  // The notice takes room from the log: keep its newest line (often the message that failed) in view.
+  keepingLogEnd(() => {
+    $('send-error').textContent = text;
+    $('send-error').hidden = false;
+  });
   announce(text);
 }
 
