@@ -1,5 +1,6 @@
 //! The scenarios: connections, relay, surge, reconnect storm.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,12 +150,21 @@ pub async fn connections(server: &ServerProcess, n: usize) -> (ConnectionsResult
 
 /// Creates advisors, signs them in and makes them available.
 pub async fn advisors(server: &ServerProcess, binary: &Path, count: usize) -> Result<Vec<Ws>, String> {
+    add_advisors(server, binary, count)?;
+    connect_advisors(server.addr, count).await
+}
+
+/// Creates the accounts `bench0`, `bench1`, … through the CLI.
+fn add_advisors(server: &ServerProcess, binary: &Path, count: usize) -> Result<(), String> {
+    (0..count).try_for_each(|i| server.add_advisor(binary, &format!("bench{i}")))
+}
+
+/// Signs in the accounts [`add_advisors`] created, connects each and makes it available.
+async fn connect_advisors(addr: SocketAddr, count: usize) -> Result<Vec<Ws>, String> {
     let mut out = Vec::new();
     for i in 0..count {
-        let name = format!("bench{i}");
-        server.add_advisor(binary, &name)?;
-        let cookie = client::login(server.addr, &name, "benchmark password").await?;
-        let mut ws = client::connect(server.addr, "/ws/advisor", client::source_for(0), Some(&cookie)).await?;
+        let cookie = client::login(addr, &format!("bench{i}"), "benchmark password").await?;
+        let mut ws = client::connect(addr, "/ws/advisor", client::source_for(0), Some(&cookie)).await?;
         client::expect(&mut ws, "welcome").await?;
         client::send(&mut ws, &json!({"type": "status", "status": "available"})).await?;
         client::expect(&mut ws, "status").await?;
@@ -444,13 +454,23 @@ pub async fn surge(
     n: usize,
     advisor_count: usize,
 ) -> Result<SurgeResult, String> {
-    let advisor_sockets = advisors(server, binary, advisor_count).await?;
-    // Make every advisor busy-free: set away while the queue fills, so the drain is measured apart.
-    let mut advisor_sockets = advisor_sockets;
-    for ws in advisor_sockets.iter_mut() {
-        client::send(ws, &json!({"type": "status", "status": "away"})).await?;
-        client::expect(ws, "status").await?;
-    }
+    add_advisors(server, binary, advisor_count)?;
+    let shared = AdvisorsShared {
+        // Set when the queue has filled.
+        remaining: Arc::new(AtomicU64::new(0)),
+        paced_left: Arc::new(AtomicU64::new(0)),
+        first_chats: Arc::new(AtomicU64::new(0)),
+        at_barrier: Arc::new(AtomicU64::new(0)),
+        finished: Arc::new(AtomicU64::new(0)),
+        unpaced: tokio::sync::watch::channel(false),
+        count: advisor_count,
+        // Each advisor ends one chat per `interval`, staggered across advisors.
+        interval: Duration::from_secs_f64(advisor_count.max(1) as f64 / PACED_RATE),
+    };
+    let (advisors_ready, ready) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel();
+    let advisor_thread = run_advisors(server.addr, shared.clone(), advisors_ready, go_rx)?;
+    ready.await.map_err(|_| "the advisors' thread ended".to_string())??;
     let cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
     let joined = Instant::now();
     let limit = Arc::new(Semaphore::new(256));
@@ -489,89 +509,29 @@ pub async fn surge(
     let join_seconds = joined.elapsed().as_secs_f64();
     let cpu1 = cpu_seconds(server.pid()).unwrap_or(0.0);
     let drained = Instant::now();
-    let remaining = Arc::new(AtomicU64::new(queued as u64));
     let paced = (queued / 4).min(PACED_MAX) as u64;
-    let paced_left = Arc::new(AtomicU64::new(paced));
+    shared.remaining.store(queued as u64, Ordering::Relaxed);
+    shared.paced_left.store(paced, Ordering::Relaxed);
+    let _ = go.send(());
     // The server's own figure covers exactly the paced phase: read when every
     // advisor has its first chat (taken all at once when they became
     // available, not paced) and again when every advisor has had its last
-    // paced `end` answered and waits at `unpaced` before going on.
-    let first_chats = Arc::new(AtomicU64::new(0));
-    let at_barrier = Arc::new(AtomicU64::new(0));
-    let (unpaced_tx, unpaced) = tokio::sync::watch::channel(false);
-    // Each advisor ends one chat per `interval`, staggered across advisors.
-    let interval = Duration::from_secs_f64(advisor_count.max(1) as f64 / PACED_RATE);
-    let mut advisor_tasks = Vec::new();
-    for (k, mut ws) in advisor_sockets.into_iter().enumerate() {
-        let remaining = remaining.clone();
-        let paced_left = paced_left.clone();
-        let first_chats = first_chats.clone();
-        let at_barrier = at_barrier.clone();
-        let mut unpaced = unpaced.clone();
-        let mut next_end = Instant::now() + interval.mul_f64(k as f64 / advisor_count.max(1) as f64);
-        advisor_tasks.push(tokio::spawn(async move {
-            let mut h = histogram();
-            let mut h_paced = histogram();
-            let mut h_late = histogram();
-            let mut assigned = 0u64;
-            let _ = client::send(&mut ws, &json!({"type": "status", "status": "available"})).await;
-            // When the last `end` was sent, and whether it was a paced one.
-            let mut ended_at: Option<(Instant, bool)> = None;
-            let mut first = true;
-            let mut waited = false;
-            while remaining.load(Ordering::Relaxed) > 0 {
-                match tokio::time::timeout(Duration::from_secs(5), client::next(&mut ws)).await {
-                    Ok(Some(f)) if f["type"] == "assigned" => {
-                        if let Some((t, was_paced)) = ended_at.take() {
-                            let took = t.elapsed().as_nanos() as u64;
-                            let _ = if was_paced { h_paced.record(took) } else { h.record(took) };
-                        }
-                        assigned += 1;
-                        remaining.fetch_sub(1, Ordering::Relaxed);
-                        let id = f["chat"]["conversation_id"].as_str().unwrap_or_default().to_owned();
-                        if std::mem::take(&mut first) {
-                            first_chats.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let pacing =
-                            paced_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
-                        if !pacing && !std::mem::replace(&mut waited, true) {
-                            at_barrier.fetch_add(1, Ordering::Relaxed);
-                            let _ = unpaced.wait_for(|go| *go).await;
-                        }
-                        if pacing {
-                            tokio::time::sleep_until(next_end.into()).await;
-                            let _ = h_late.record(next_end.elapsed().as_nanos() as u64);
-                            next_end += interval;
-                        }
-                        ended_at = Some((Instant::now(), pacing));
-                        if client::send(&mut ws, &json!({"type": "end", "conversation_id": id})).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    _ => break,
-                }
-            }
-            (h, h_paced, h_late, assigned)
-        }));
-    }
-    // Until every advisor has its first chat, then until all wait at the
-    // barrier (or have finished), polling: a millisecond late is harmless here.
-    let advisors_running = advisor_tasks.len() as u64;
+    // paced `end` answered and waits at `unpaced` before going on. Until
+    // then, polling: a millisecond late is harmless here.
+    let advisors_running = advisor_count as u64;
     let poll = Duration::from_millis(1);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while first_chats.load(Ordering::Relaxed) < advisors_running && Instant::now() < deadline {
+    while shared.first_chats.load(Ordering::Relaxed) < advisors_running && Instant::now() < deadline {
         tokio::time::sleep(poll).await;
     }
     let before = client::scrape_histogram(server.addr, ASSIGNMENT_METRIC).await;
-    while at_barrier.load(Ordering::Relaxed) < advisors_running
-        && advisor_tasks.iter().any(|t| !t.is_finished())
+    while shared.at_barrier.load(Ordering::Relaxed) + shared.finished.load(Ordering::Relaxed) < advisors_running
         && Instant::now() < deadline
     {
         tokio::time::sleep(poll).await;
     }
     let after = client::scrape_histogram(server.addr, ASSIGNMENT_METRIC).await;
-    let _ = unpaced_tx.send(true);
+    let _ = shared.unpaced.0.send(true);
     let paced_server = match (&before, &after) {
         (Ok(b), Ok(a)) => ServerLatency::between(b, a),
         _ => None,
@@ -580,13 +540,15 @@ pub async fn surge(
     let mut paced_latency = histogram();
     let mut lateness = histogram();
     let mut assigned = 0;
-    for t in advisor_tasks {
-        if let Ok((h, h_paced, h_late, a)) = t.await {
-            let _ = latency.add(&h);
-            let _ = paced_latency.add(&h_paced);
-            let _ = lateness.add(&h_late);
-            assigned += a;
-        }
+    let outcomes = tokio::task::spawn_blocking(move || advisor_thread.join())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|_| "the advisors' thread panicked".to_string())?;
+    for outcome in outcomes {
+        let _ = latency.add(&outcome.drain);
+        let _ = paced_latency.add(&outcome.paced);
+        let _ = lateness.add(&outcome.late);
+        assigned += outcome.assigned;
     }
     let drain_seconds = drained.elapsed().as_secs_f64();
     let cpu2 = cpu_seconds(server.pid()).unwrap_or(0.0);
@@ -610,6 +572,136 @@ pub async fn surge(
         server_cpu_seconds_join: cpu1 - cpu0,
         server_cpu_seconds_drain: cpu2 - cpu1,
     })
+}
+
+/// What the surge's advisors share with the scenario that runs them.
+#[derive(Clone)]
+struct AdvisorsShared {
+    /// Chats not yet assigned; the advisors stop at zero.
+    remaining: Arc<AtomicU64>,
+    /// `end`s still to be sent at the paced rate.
+    paced_left: Arc<AtomicU64>,
+    /// Advisors that have their first chat.
+    first_chats: Arc<AtomicU64>,
+    /// Advisors waiting at the end of the paced phase for `unpaced`.
+    at_barrier: Arc<AtomicU64>,
+    /// Advisors that have stopped.
+    finished: Arc<AtomicU64>,
+    unpaced: (tokio::sync::watch::Sender<bool>, tokio::sync::watch::Receiver<bool>),
+    count: usize,
+    interval: Duration,
+}
+
+/// One advisor's figures from the surge's drain.
+struct AdvisorOutcome {
+    drain: Histogram<u64>,
+    paced: Histogram<u64>,
+    late: Histogram<u64>,
+    assigned: u64,
+}
+
+/// Connects the surge's advisors and, after `go`, runs them on a thread of
+/// their own. They are what measures assignment, so the thread asks the
+/// kernel for the short slice the server's connections get
+/// ([`kommunchat::scheduling::favour_connections_thread`]): an `assigned`
+/// frame is read when it arrives, not after whatever the main thread is
+/// doing for the 19,000 citizens sharing its core. The advisors connect
+/// away, so the queue fills before any is taken; `ready` is told when they
+/// are connected (or why not).
+fn run_advisors(
+    addr: SocketAddr,
+    shared: AdvisorsShared,
+    ready: tokio::sync::oneshot::Sender<Result<(), String>>,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> Result<std::thread::JoinHandle<Vec<AdvisorOutcome>>, String> {
+    std::thread::Builder::new()
+        .name("advisors".into())
+        .spawn(move || {
+            kommunchat::scheduling::favour_connections_thread();
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready.send(Err(format!("a runtime for the advisors: {e}")));
+                    return Vec::new();
+                }
+            };
+            runtime.block_on(async move {
+                let connected = async {
+                    let mut sockets = connect_advisors(addr, shared.count).await?;
+                    for ws in sockets.iter_mut() {
+                        client::send(ws, &json!({"type": "status", "status": "away"})).await?;
+                        client::expect(ws, "status").await?;
+                    }
+                    Ok::<_, String>(sockets)
+                };
+                let sockets = match connected.await {
+                    Ok(sockets) => sockets,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return Vec::new();
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                if go.await.is_err() {
+                    return Vec::new();
+                }
+                let started = Instant::now();
+                let advisors = sockets.into_iter().enumerate().map(|(k, ws)| {
+                    let first_end = started + shared.interval.mul_f64(k as f64 / shared.count.max(1) as f64);
+                    run_advisor(ws, shared.clone(), first_end)
+                });
+                futures::future::join_all(advisors).await
+            })
+        })
+        .map_err(|e| format!("cannot start the advisors' thread: {e}"))
+}
+
+/// One advisor in the surge's drain: available, it ends each chat it gets,
+/// at the paced rate while `paced_left` lasts and then at once, and times
+/// each `end` to the next `assigned`.
+async fn run_advisor(mut ws: Ws, shared: AdvisorsShared, mut next_end: Instant) -> AdvisorOutcome {
+    let mut out = AdvisorOutcome { drain: histogram(), paced: histogram(), late: histogram(), assigned: 0 };
+    let mut unpaced = shared.unpaced.1.clone();
+    let _ = client::send(&mut ws, &json!({"type": "status", "status": "available"})).await;
+    // When the last `end` was sent, and whether it was a paced one.
+    let mut ended_at: Option<(Instant, bool)> = None;
+    let mut first = true;
+    let mut waited = false;
+    while shared.remaining.load(Ordering::Relaxed) > 0 {
+        match tokio::time::timeout(Duration::from_secs(5), client::next(&mut ws)).await {
+            Ok(Some(f)) if f["type"] == "assigned" => {
+                if let Some((t, was_paced)) = ended_at.take() {
+                    let took = t.elapsed().as_nanos() as u64;
+                    let _ = if was_paced { out.paced.record(took) } else { out.drain.record(took) };
+                }
+                out.assigned += 1;
+                shared.remaining.fetch_sub(1, Ordering::Relaxed);
+                let id = f["chat"]["conversation_id"].as_str().unwrap_or_default().to_owned();
+                if std::mem::take(&mut first) {
+                    shared.first_chats.fetch_add(1, Ordering::Relaxed);
+                }
+                let pacing =
+                    shared.paced_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+                if !pacing && !std::mem::replace(&mut waited, true) {
+                    shared.at_barrier.fetch_add(1, Ordering::Relaxed);
+                    let _ = unpaced.wait_for(|go| *go).await;
+                }
+                if pacing {
+                    tokio::time::sleep_until(next_end.into()).await;
+                    let _ = out.late.record(next_end.elapsed().as_nanos() as u64);
+                    next_end += shared.interval;
+                }
+                ended_at = Some((Instant::now(), pacing));
+                if client::send(&mut ws, &json!({"type": "end", "conversation_id": id})).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    shared.finished.fetch_add(1, Ordering::Relaxed);
+    out
 }
 
 // ------------------------------------------------------------ reconnect storm
