@@ -1,6 +1,7 @@
 //! Each attack class from the security reference, tried against the running
 //! server with a real client: the attempt must fail, and nothing may change.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -184,15 +185,16 @@ async fn oversized_frames_close_with_1009_and_store_nothing() {
     assert!(transcript.is_empty());
 }
 
+on_both_backends!(a_chat_holds_at_most_its_limit_and_a_waiting_citizen_less);
+
 /// A chat's text is bounded, so that neither a citizen writing while in the
 /// queue nor an endless chat can fill the server's memory (or the advisor's
 /// `welcome`, which carries every chat held): beyond the limit a message is
 /// refused with `conversation_full` and stored nowhere, and after a restart
 /// the limit counts what is stored.
-#[tokio::test]
-async fn a_chat_holds_at_most_its_limit_and_a_waiting_citizen_less() {
+async fn a_chat_holds_at_most_its_limit_and_a_waiting_citizen_less(backend: Backend) {
     // Each message is charged its text and 256 bytes: 300 bytes of text cost 556.
-    let mut server = TestServer::start_with(Backend::Sqlite, |c| {
+    let mut server = TestServer::start_with(backend, |c| {
         c.chat.max_message_bytes = 1000;
         c.chat.max_queued_bytes = 1000;
         c.chat.max_conversation_bytes = 2600;
