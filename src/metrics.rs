@@ -41,6 +41,7 @@ pub struct Metrics {
     messages_relayed: Counter,
     errands_stored: Counter,
     refusals: Family<ReasonLabel, Counter>,
+    messages_refused: Family<ReasonLabel, Counter>,
     storage_write: Histogram,
     storage_batch: Histogram,
     assignment: Histogram,
@@ -95,6 +96,12 @@ impl Metrics {
         registry.register("errands_stored", "Conversations closed as errands", errands_stored.clone());
         let refusals = Family::<ReasonLabel, Counter>::default();
         registry.register("refusals", "Chats refused at start, by reason", refusals.clone());
+        let messages_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "messages_refused",
+            "Chat messages refused and not stored, by reason (conversation_full: the chat's size limit)",
+            messages_refused.clone(),
+        );
         let storage_write = Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0]);
         registry.register(
             "storage_write_seconds",
@@ -125,6 +132,7 @@ impl Metrics {
             messages_relayed,
             errands_stored,
             refusals,
+            messages_refused,
             storage_write,
             storage_batch,
             assignment,
@@ -174,6 +182,9 @@ impl Metrics {
         self.advisors.get_or_create(&StatusLabel { status: "busy" }).set(gauge(live.advisors_busy));
         self.advisors.get_or_create(&StatusLabel { status: "away" }).set(gauge(live.advisors_away));
         self.admission_open.set(i64::from(live.opening.accepting));
+        // The core counts; the counter catches up with it here.
+        let full = self.messages_refused.get_or_create(&ReasonLabel { reason: "conversation_full" });
+        full.inc_by(live.messages_refused_full.saturating_sub(full.get()));
         for role in ["citizen", "advisor", "admin"] {
             // Every role appears, at 0 if nobody is connected.
             let _ = self.connections.get_or_create(&RoleLabel { role });

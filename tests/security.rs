@@ -231,6 +231,13 @@ async fn a_chat_holds_at_most_its_limit_and_a_waiting_citizen_less(backend: Back
         (refused["code"].as_str(), refused["conversation_id"].as_str(), refused["client_msg_id"].as_str()),
         (Some("conversation_full"), Some(conversation.as_str()), Some("r2"))
     );
+    // The operator sees the refusals (three: `q2` twice and `r2`).
+    let url = server.url("/metrics");
+    common::eventually("the refusals are counted in /metrics", || async {
+        let text = reqwest::get(&url).await.expect("scrape").text().await.expect("text");
+        text.lines().any(|l| l == "kommunchat_messages_refused_total{reason=\"conversation_full\"} 3")
+    })
+    .await;
 
     // After a restart (which leaves the database up to date) the limit counts
     // the stored chat: 260 bytes fit once, not twice.

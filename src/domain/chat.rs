@@ -354,6 +354,8 @@ pub struct LiveFigures {
     pub opening: OpeningView,
     /// Every advisor the hub knows (connected, or within their grace period).
     pub advisors: Vec<AdvisorFigure>,
+    /// Messages refused with `conversation_full` since the server started.
+    pub messages_refused_full: u64,
 }
 
 /// One advisor in the live view.
@@ -405,6 +407,8 @@ pub struct ChatCore {
     ticks: u64,
     last_summary_tick: Option<u64>,
     shutting_down: bool,
+    /// Messages refused with `conversation_full` since the start, for the metrics.
+    messages_refused_full: u64,
 }
 
 impl ChatCore {
@@ -427,6 +431,7 @@ impl ChatCore {
             ticks: 0,
             last_summary_tick: None,
             shutting_down: false,
+            messages_refused_full: 0,
         }
     }
 
@@ -711,6 +716,7 @@ impl ChatCore {
             active_chats: self.advisors.values().map(|a| a.active as usize).sum(),
             opening,
             advisors,
+            messages_refused_full: self.messages_refused_full,
         }
     }
 
@@ -1183,6 +1189,7 @@ impl ChatCore {
         if c.charged_bytes + cost > limit {
             // Not a message after all: a retry of this id is refused the same way.
             c.client_ids.remove(sender, &cid);
+            self.messages_refused_full += 1;
             out.extend(reply(ErrorCode::ConversationFull, full.into(), Some(cid)));
             return;
         }
