@@ -447,7 +447,9 @@ async fn export_of_many_errands_runs_in_constant_memory() {
         ..Default::default()
     };
     let storage = Arc::new(Storage::open(&url, &fast).await.expect("open"));
-    let long = "Ett längre meddelande om en bygglovsfråga, med lite text så att varje ärende väger något. ".repeat(3);
+    // About 5.4 KB of JSON per errand, so that the 9,000 errands added below
+    // are some 49 MB of output: far more than SQLite may cache (see the end).
+    let long = "Ett längre meddelande om en bygglovsfråga, med lite text så att varje ärende väger något. ".repeat(12);
     let texts = [long.as_str(), long.as_str(), long.as_str(), long.as_str()];
     let start = at("2026-03-02T09:00:00+01:00");
     let mut count = 0;
@@ -466,9 +468,14 @@ async fn export_of_many_errands_runs_in_constant_memory() {
         peaks.push(peak);
     }
     assert!(peaks.iter().all(|p| *p > 1024), "the peaks were measured: {peaks:?}");
-    // Ten times the errands (about 13 MB more output) must not need ten times the memory.
+    // Ten times the errands (some 49 MB more output) must not need ten times
+    // the memory. What may grow is SQLite's page cache, as a larger database
+    // gives it more to hold: the process's connections draw on one pool of
+    // pages, at most the sum of their cache sizes (the writer's 16 MiB and
+    // 2 MiB for each of four readers), 24 MiB. An export that held its
+    // output, or the errands behind it, would need more than those 49 MB.
     let grew_kib = peaks[1].saturating_sub(peaks[0]);
-    assert!(grew_kib < 6 * 1024, "export memory grew by {grew_kib} KiB from 1,000 to 10,000 errands ({peaks:?})");
+    assert!(grew_kib < 32 * 1024, "export memory grew by {grew_kib} KiB from 1,000 to 10,000 errands ({peaks:?})");
 }
 
 #[tokio::test]
