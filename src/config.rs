@@ -182,6 +182,9 @@ pub struct ChatConfig {
     pub categories: Vec<String>,
     /// Ready-made replies offered in the advisor console.
     pub canned_responses: Vec<String>,
+    /// Ask the citizen, when a chat with an advisor ends, how satisfied they
+    /// are (1–5); the scores appear in the statistics.
+    pub ask_satisfaction: bool,
 }
 
 impl Default for ChatConfig {
@@ -216,6 +219,7 @@ impl Default for ChatConfig {
             ]
             .map(String::from)
             .to_vec(),
+            ask_satisfaction: true,
         }
     }
 }

@@ -24,6 +24,7 @@ on_both_backends!(
     bad_input_gets_error_frames_and_changes_nothing,
     citizen_leaving_the_queue_is_abandoned,
     citizen_leaving_a_chat_lets_the_advisor_wrap_up,
+    a_citizen_rates_the_chat_that_ended_and_only_that,
 );
 
 async fn start(backend: Backend) -> TestServer {
@@ -548,6 +549,78 @@ async fn citizen_leaving_a_chat_lets_the_advisor_wrap_up(backend: Backend) {
     let errand = server.storage().errand(&number).await.expect("query").expect("errand");
     assert_eq!(errand.category.as_deref(), Some("Allmän fråga"));
     assert_eq!(errand.end_reason.as_deref(), Some("citizen_left"));
+}
+
+/// The scores stored for every conversation so far, in no particular order.
+async fn stored_scores(server: &TestServer) -> Vec<u8> {
+    let all = server.storage().conversation_facts(DateTime::UNIX_EPOCH, chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    let mut scores: Vec<u8> = all.await.expect("facts").into_iter().filter_map(|f| f.satisfaction).collect();
+    scores.sort_unstable();
+    scores
+}
+
+async fn a_citizen_rates_the_chat_that_ended_and_only_that(backend: Backend) {
+    let server = start(backend).await;
+    // Nothing to rate before a chat, nor while one is under way.
+    let (mut citizen, queued) = server.queued_citizen("Ada").await;
+    citizen.send(json!({"type": "rate", "score": 5})).await;
+    assert_eq!(citizen.expect("error").await["code"], "invalid_state");
+    let token = queued["resume_token"].as_str().expect("token").to_owned();
+    let mut advisor = server.advisor("anna", true).await;
+    let chat = advisor.expect("assigned").await;
+    citizen.expect("assigned").await;
+    citizen.send(json!({"type": "rate", "score": 5})).await;
+    assert_eq!(citizen.expect("error").await["code"], "invalid_state");
+
+    // The citizen leaves; the advisor is still wrapping up, but the citizen may rate.
+    citizen.send(json!({"type": "leave"})).await;
+    let ended = citizen.expect("ended").await;
+    assert_eq!((ended["reason"].as_str(), ended["can_rate"].as_bool()), (Some("citizen_left"), Some(true)));
+    // Another connection has nothing to rate.
+    let mut stranger = server.citizen().await;
+    stranger.expect("welcome").await;
+    stranger.send(json!({"type": "rate", "score": 1})).await;
+    assert_eq!(stranger.expect("error").await["code"], "invalid_state");
+    // A reload within the grace period resumes into `ended`, and may rate from there.
+    drop(citizen);
+    let mut back = server.citizen().await;
+    back.expect("welcome").await;
+    back.send(json!({"type": "resume", "token": token, "last_seq": 0})).await;
+    let again = back.expect("ended").await;
+    assert_eq!(
+        (again["errand_number"].as_str(), again["can_rate"].as_bool()),
+        (ended["errand_number"].as_str(), Some(true))
+    );
+    back.send(json!({"type": "rate", "score": 3})).await;
+    assert_eq!(back.expect("rated").await["score"], 3);
+    assert_eq!(stored_scores(&server).await, [3]);
+    // Wrapping up afterwards keeps the answer.
+    advisor.send(json!({"type": "end", "conversation_id": cid(&chat["chat"]), "category": "Övrigt"})).await;
+    advisor.expect("chat_ended").await;
+    assert_eq!(stored_scores(&server).await, [3]);
+
+    // A new chat on the same connection: the old one can no longer be rated.
+    back.send(json!({"type": "start"})).await;
+    back.expect("queued").await;
+    back.send(json!({"type": "rate", "score": 1})).await;
+    assert_eq!(back.expect("error").await["code"], "invalid_state");
+    assert_eq!(stored_scores(&server).await, [3]);
+}
+
+#[tokio::test]
+async fn the_satisfaction_question_can_be_switched_off() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.chat.ask_satisfaction = false).await;
+    let mut advisor = server.advisor("anna", true).await;
+    let (mut citizen, _) = server.queued_citizen("Ada").await;
+    let chat = advisor.expect("assigned").await;
+    citizen.expect("assigned").await;
+    advisor.send(json!({"type": "end", "conversation_id": cid(&chat["chat"]), "category": "Övrigt"})).await;
+    let ended = citizen.expect("ended").await;
+    assert!(ended["errand_number"].is_string());
+    assert_eq!(ended["can_rate"], false);
+    citizen.send(json!({"type": "rate", "score": 4})).await;
+    assert_eq!(citizen.expect("error").await["code"], "invalid_state");
+    assert!(stored_scores(&server).await.is_empty());
 }
 
 // ------------------------------------------------------------ time-driven behaviour (SQLite)

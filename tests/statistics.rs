@@ -35,6 +35,20 @@ fn check_day(s: &Value) {
     assert_eq!(s["wait_histogram"][0], json!({"le_seconds": 30, "count": 2}));
     assert_eq!(s["per_advisor"][0]["display_name"], "Handläggare anna");
     assert_eq!(s["per_advisor"][0]["served"], 2);
+    // A rated 4; C rated 2 and changed it to 5; B never reached an advisor.
+    assert_eq!(
+        s["satisfaction"],
+        json!({
+            "count": 2,
+            "mean": 4.5,
+            "distribution": [
+                {"score": 1, "count": 0}, {"score": 2, "count": 0}, {"score": 3, "count": 0},
+                {"score": 4, "count": 1}, {"score": 5, "count": 1},
+            ],
+            "response_rate": 1.0,
+        })
+    );
+    assert_eq!(s["per_advisor"][0]["satisfaction"], json!({"count": 2, "mean": 4.5}));
 }
 
 async fn scenario(backend: Backend) {
@@ -52,7 +66,14 @@ async fn scenario(backend: Backend) {
     advisor.expect("ack").await;
     server.clock.set(at("2026-11-30T09:11:00+01:00"));
     advisor.send(json!({"type": "end", "conversation_id": id, "category": "Övrigt"})).await;
-    a.expect("ended").await;
+    assert_eq!(a.expect("ended").await["can_rate"], true);
+    // A score out of range is refused and changes nothing.
+    for bad in [0, 6, -1, 300] {
+        a.send(json!({"type": "rate", "score": bad})).await;
+        assert_eq!(a.expect("error").await["code"], "invalid_field", "{bad}");
+    }
+    a.send(json!({"type": "rate", "score": 4})).await;
+    assert_eq!(a.expect("rated").await["score"], 4);
 
     advisor.send(json!({"type": "status", "status": "away"})).await;
     advisor.expect("status").await;
@@ -60,7 +81,9 @@ async fn scenario(backend: Backend) {
     let (mut b, _) = server.queued_citizen("B").await;
     server.clock.set(at("2026-11-30T09:22:00+01:00"));
     b.send(json!({"type": "leave"})).await;
-    b.expect("ended").await;
+    assert_eq!(b.expect("ended").await["can_rate"], false, "no advisor, nothing to rate");
+    b.send(json!({"type": "rate", "score": 1})).await;
+    assert_eq!(b.expect("error").await["code"], "invalid_state");
 
     server.clock.set(at("2026-11-30T09:30:00+01:00"));
     advisor.send(json!({"type": "status", "status": "available"})).await;
@@ -75,6 +98,10 @@ async fn scenario(backend: Backend) {
     server.clock.set(at("2026-11-30T09:35:30+01:00"));
     advisor.send(json!({"type": "end", "conversation_id": id, "category": "Övrigt"})).await;
     c.expect("ended").await;
+    c.send(json!({"type": "rate", "score": 2})).await;
+    assert_eq!(c.expect("rated").await["score"], 2);
+    c.send(json!({"type": "rate", "score": 5})).await;
+    assert_eq!(c.expect("rated").await["score"], 5, "a later answer replaces the first");
 
     server.clock.set(at("2026-11-30T18:30:00+01:00"));
     let mut d = server.citizen().await;
@@ -109,6 +136,9 @@ async fn scenario(backend: Backend) {
     assert!(csv.starts_with("section,item,metric,value\n"));
     assert!(csv.contains("summary,,offered,3\n"));
     assert!(csv.contains("hour,09,abandoned,1\n"));
+    assert!(csv.contains("summary,,satisfaction_mean,4.5\n"));
+    assert!(csv.contains("satisfaction,5,count,1\n"));
+    assert!(csv.contains("advisor,Handläggare anna,satisfaction_count,2\n"));
 
     // Bad queries are clear errors.
     for bad in [

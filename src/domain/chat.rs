@@ -59,6 +59,8 @@ pub struct CoreSettings {
     pub assumed_handle: TimeDelta,
     pub categories: Vec<String>,
     pub canned_responses: Vec<String>,
+    /// Offer the citizen a `rate` after a chat with an advisor.
+    pub ask_satisfaction: bool,
     pub notice: NoticeView,
 }
 
@@ -221,6 +223,9 @@ pub enum StoreOp {
     /// An advisor chose a status, or was gone past the grace period (`Away`):
     /// what a restart gives back to an advisor who comes back in time.
     AdvisorStatus { advisor: UserId, status: AdvisorStatus },
+    /// The citizen's satisfaction with an ended chat (1–5; a later score
+    /// replaces it). `conn` is who hears `rated` once it is stored.
+    Rated { conversation: ConversationId, score: u8, at: DateTime<Utc>, conn: ConnId },
 }
 
 /// Storage's answer for one [`StoreOp`].
@@ -245,6 +250,10 @@ pub enum Committed {
     MessageFailed {
         conversation: ConversationId,
         seq: u64,
+    },
+    Rated {
+        conn: ConnId,
+        score: u8,
     },
 }
 
@@ -338,6 +347,17 @@ struct Advisor {
 #[derive(Debug, Default)]
 struct CitizenConn {
     conversation: Option<ConversationId>,
+    /// The chat that ended on this connection and may be rated, until the
+    /// next `start` or `resume`.
+    rateable: Option<ConversationId>,
+}
+
+/// What a citizen who resumes just after the end is told, and may rate.
+#[derive(Debug, Clone)]
+struct EndedChat {
+    conversation: ConversationId,
+    errand_number: Option<String>,
+    reason: EndReason,
 }
 
 /// Live figures for the queue view.
@@ -392,7 +412,7 @@ pub struct ChatCore {
     /// Hashes of the tokens of conversations that ended, kept for the citizen
     /// grace period so a citizen who reconnects just after the end still learns
     /// the errand number.
-    ended_tokens: HashMap<String, (Option<String>, EndReason)>,
+    ended_tokens: HashMap<String, EndedChat>,
     ended_expiry: std::collections::VecDeque<(DateTime<Utc>, String)>,
     citizen_conns: HashMap<ConnId, CitizenConn>,
     advisors: HashMap<UserId, Advisor>,
@@ -495,7 +515,8 @@ impl ChatCore {
             let wrap_up = r.wrap_up.is_some();
             if let Some(reason) = r.wrap_up {
                 // Over for the citizen: a citizen who comes back learns how.
-                self.ended_tokens.insert(r.token_hash.clone(), (r.errand_number.clone(), reason));
+                let ended = EndedChat { conversation: id, errand_number: r.errand_number.clone(), reason };
+                self.ended_tokens.insert(r.token_hash.clone(), ended);
                 self.ended_expiry.push_back((now + self.settings.citizen_grace, r.token_hash.clone()));
             } else {
                 self.by_token.insert(r.token_hash.clone(), id);
@@ -823,6 +844,18 @@ impl ChatCore {
                     }
                 }
             }
+            CitizenRequest::Rate { score } => {
+                let Some(conversation) = state.rateable else {
+                    let message = "there is no ended chat to rate on this connection";
+                    out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidState, message)));
+                    return;
+                };
+                let Some(score) = u8::try_from(score).ok().filter(|s| (1..=5).contains(s)) else {
+                    out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidField, "score must be 1, 2, 3, 4 or 5")));
+                    return;
+                };
+                out.push(Effect::Store(StoreOp::Rated { conversation, score, at: now, conn }));
+            }
         }
     }
 
@@ -898,6 +931,7 @@ impl ChatCore {
         self.by_token.insert(hash.clone(), id);
         if let Some(c) = self.citizen_conns.get_mut(&conn) {
             c.conversation = Some(id);
+            c.rateable = None;
         }
         out.push(Effect::Store(StoreOp::Created {
             conversation: id,
@@ -932,8 +966,12 @@ impl ChatCore {
         let Some(id) = found else {
             let event = match self.ended_tokens.get(&hash) {
                 // Over, but recently: tell how it ended (the errand number), once more.
-                Some((errand_number, reason)) => {
-                    CitizenEvent::Ended { errand_number: errand_number.clone(), reason: *reason }
+                Some(ended) => {
+                    let can_rate = self.settings.ask_satisfaction && ended.errand_number.is_some();
+                    if let Some(state) = self.citizen_conns.get_mut(&conn) {
+                        state.rateable = can_rate.then_some(ended.conversation);
+                    }
+                    CitizenEvent::Ended { errand_number: ended.errand_number.clone(), reason: ended.reason, can_rate }
                 }
                 None => CitizenEvent::Error {
                     code: ErrorCode::NotFound,
@@ -961,6 +999,7 @@ impl ChatCore {
         }
         if let Some(state) = self.citizen_conns.get_mut(&conn) {
             state.conversation = Some(id);
+            state.rateable = None;
         }
         let phase = c.phase;
         let position = c.last_position;
@@ -1278,16 +1317,25 @@ impl ChatCore {
                 };
                 let reason = c.end_reason.unwrap_or(EndReason::Interrupted);
                 if let Some(conn) = c.citizen_conn {
+                    let can_rate = self.settings.ask_satisfaction && c.errand_number.is_some();
                     out.push(Effect::ToCitizen(
                         conn,
-                        CitizenEvent::Ended { errand_number: c.errand_number.clone(), reason },
+                        CitizenEvent::Ended { errand_number: c.errand_number.clone(), reason, can_rate },
                     ));
+                    if let Some(state) = self.citizen_conns.get_mut(&conn) {
+                        state.rateable = can_rate.then_some(conversation);
+                    }
                 }
                 if c.phase == Phase::Closing {
                     self.remove_conversation(now, conversation, reason, out);
                 } else {
                     // Wrap-up: the citizen is done; the advisor still closes it.
                     self.detach_citizen(now, conversation);
+                }
+            }
+            Committed::Rated { conn, score } => {
+                if self.citizen_conns.contains_key(&conn) {
+                    out.push(Effect::ToCitizen(conn, CitizenEvent::Rated { score }));
                 }
             }
             Committed::Classified { conversation } => {
@@ -1354,7 +1402,8 @@ impl ChatCore {
         };
         if self.by_token.remove(&c.token_hash).is_some() {
             let reason = c.end_reason.unwrap_or(EndReason::Interrupted);
-            self.ended_tokens.insert(c.token_hash.clone(), (c.errand_number.clone(), reason));
+            let ended = EndedChat { conversation: id, errand_number: c.errand_number.clone(), reason };
+            self.ended_tokens.insert(c.token_hash.clone(), ended);
             self.ended_expiry.push_back((now + self.settings.citizen_grace, c.token_hash.clone()));
         }
         if let Some(conn) = c.citizen_conn.take()

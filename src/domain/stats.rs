@@ -1,5 +1,5 @@
 //! Queue statistics from stored facts: offered, served, abandoned, waits,
-//! response and handling times, per hour and per advisor.
+//! response and handling times, satisfaction, per hour and per advisor.
 //!
 //! Pure: storage hands over the facts of a date range; this computes the
 //! figures. Hours of day are local (Europe/Stockholm).
@@ -22,6 +22,8 @@ pub struct ConversationFacts {
     pub advisor: Option<(i64, String)>,
     /// The first advisor message.
     pub first_response_at: Option<DateTime<Utc>>,
+    /// The citizen's satisfaction, 1–5, if they answered.
+    pub satisfaction: Option<u8>,
 }
 
 /// A refused `start`.
@@ -59,6 +61,32 @@ impl Summary {
     }
 }
 
+/// The citizens' answers to "how satisfied are you?" (1–5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Satisfaction {
+    /// Answers per score: `[0]` counts the 1s, `[4]` the 5s.
+    pub distribution: [usize; 5],
+}
+
+impl Satisfaction {
+    fn add(&mut self, score: u8) {
+        if let Some(n) = self.distribution.get_mut(usize::from(score).wrapping_sub(1)) {
+            *n += 1;
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.distribution.iter().sum()
+    }
+
+    /// The mean score; `None` without answers.
+    pub fn mean(&self) -> Option<f64> {
+        let count = self.count();
+        let total: usize = self.distribution.iter().enumerate().map(|(i, n)| (i + 1) * n).sum();
+        (count > 0).then(|| total as f64 / count as f64)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HourFigures {
     pub offered: usize,
@@ -73,6 +101,7 @@ pub struct AdvisorFigures {
     pub served: usize,
     pub handle: Summary,
     pub first_response: Summary,
+    pub satisfaction: Satisfaction,
 }
 
 /// Upper bounds (seconds) of the wait-time distribution; the last bucket is open.
@@ -99,6 +128,10 @@ pub struct Report {
     /// Counts per [`WAIT_BUCKETS`] bucket, then one for longer waits.
     pub wait_histogram: [usize; WAIT_BUCKETS.len() + 1],
     pub per_advisor: Vec<AdvisorFigures>,
+    /// Answers from the citizens of the served chats.
+    pub satisfaction: Satisfaction,
+    /// Answers / served chats; `None` when none was served.
+    pub satisfaction_response_rate: Option<f64>,
 }
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -136,9 +169,19 @@ pub fn compute(
         per_hour: [HourFigures::default(); 24],
         wait_histogram: [0; WAIT_BUCKETS.len() + 1],
         per_advisor: Vec::new(),
+        satisfaction: Satisfaction::default(),
+        satisfaction_response_rate: None,
     };
     let (mut waits, mut abandon_times, mut responses, mut handles) = (vec![], vec![], vec![], vec![]);
-    let mut advisors: BTreeMap<i64, (String, usize, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    #[derive(Default)]
+    struct AdvisorFacts {
+        display_name: String,
+        served: usize,
+        handles: Vec<f64>,
+        responses: Vec<f64>,
+        satisfaction: Satisfaction,
+    }
+    let mut advisors: BTreeMap<i64, AdvisorFacts> = BTreeMap::new();
     for c in conversations.iter().filter(|c| in_scope(c.queued_at)) {
         report.offered += 1;
         let hour = c.queued_at.with_timezone(&TIME_ZONE).hour() as usize;
@@ -154,11 +197,19 @@ pub fn compute(
             let handle = c.ended_at.map(|e| seconds(assigned, e));
             responses.extend(response);
             handles.extend(handle);
+            if let Some(score) = c.satisfaction {
+                report.satisfaction.add(score);
+            }
             if let Some((id, name)) = &c.advisor {
-                let entry = advisors.entry(*id).or_insert_with(|| (name.clone(), 0, vec![], vec![]));
-                entry.1 += 1;
-                entry.2.extend(handle);
-                entry.3.extend(response);
+                let entry = advisors
+                    .entry(*id)
+                    .or_insert_with(|| AdvisorFacts { display_name: name.clone(), ..AdvisorFacts::default() });
+                entry.served += 1;
+                entry.handles.extend(handle);
+                entry.responses.extend(response);
+                if let Some(score) = c.satisfaction {
+                    entry.satisfaction.add(score);
+                }
             }
         } else if c.outcome.as_deref() == Some("abandoned") {
             report.abandoned += 1;
@@ -175,14 +226,17 @@ pub fn compute(
     report.time_to_abandon = Summary::of(abandon_times);
     report.first_response = Summary::of(responses);
     report.handle = Summary::of(handles);
+    report.satisfaction_response_rate =
+        (report.served > 0).then(|| report.satisfaction.count() as f64 / report.served as f64);
     report.per_advisor = advisors
         .into_iter()
-        .map(|(advisor_id, (display_name, served, handle, response))| AdvisorFigures {
+        .map(|(advisor_id, a)| AdvisorFigures {
             advisor_id,
-            display_name,
-            served,
-            handle: Summary::of(handle),
-            first_response: Summary::of(response),
+            display_name: a.display_name,
+            served: a.served,
+            handle: Summary::of(a.handles),
+            first_response: Summary::of(a.responses),
+            satisfaction: a.satisfaction,
         })
         .collect();
     report
@@ -214,6 +268,7 @@ mod tests {
             outcome: Some("served".into()),
             advisor: Some((who, format!("advisor {who}"))),
             first_response_at: Some(at(r)),
+            satisfaction: None,
         };
         let abandoned = |q: &str, e: &str| ConversationFacts {
             queued_at: at(q),
@@ -222,15 +277,21 @@ mod tests {
             outcome: Some("abandoned".into()),
             advisor: None,
             first_response_at: None,
+            satisfaction: None,
         };
+        let rated = |facts: ConversationFacts, score| ConversationFacts { satisfaction: Some(score), ..facts };
         let facts = vec![
-            served(
-                "2026-11-30T09:00:00+01:00",
-                "2026-11-30T09:00:20+01:00",
-                "2026-11-30T09:00:50+01:00",
-                "2026-11-30T09:10:20+01:00",
-                1,
+            rated(
+                served(
+                    "2026-11-30T09:00:00+01:00",
+                    "2026-11-30T09:00:20+01:00",
+                    "2026-11-30T09:00:50+01:00",
+                    "2026-11-30T09:10:20+01:00",
+                    1,
+                ),
+                5,
             ),
+            // Not rated.
             served(
                 "2026-11-30T09:30:00+01:00",
                 "2026-11-30T09:31:40+01:00",
@@ -242,11 +303,25 @@ mod tests {
             // Another day: outside the range.
             abandoned("2026-12-01T10:00:00+01:00", "2026-12-01T10:01:00+01:00"),
             // 07:30, before opening.
-            served(
-                "2026-11-30T07:30:00+01:00",
-                "2026-11-30T08:00:00+01:00",
-                "2026-11-30T08:00:10+01:00",
-                "2026-11-30T08:05:00+01:00",
+            rated(
+                served(
+                    "2026-11-30T07:30:00+01:00",
+                    "2026-11-30T08:00:00+01:00",
+                    "2026-11-30T08:00:10+01:00",
+                    "2026-11-30T08:05:00+01:00",
+                    1,
+                ),
+                4,
+            ),
+            // Another day, rated: outside the range.
+            rated(
+                served(
+                    "2026-12-01T09:00:00+01:00",
+                    "2026-12-01T09:00:20+01:00",
+                    "2026-12-01T09:00:50+01:00",
+                    "2026-12-01T09:10:20+01:00",
+                    2,
+                ),
                 1,
             ),
         ];
@@ -268,9 +343,18 @@ mod tests {
         assert_eq!(r.wait_histogram, [1, 0, 1, 0, 0, 1, 0]);
         assert_eq!(r.per_advisor.len(), 2);
         assert_eq!((r.per_advisor[0].advisor_id, r.per_advisor[0].served), (1, 2));
+        // Answers 5 and 4 (the 1 was on another day), from 2 of the 3 served.
+        assert_eq!(r.satisfaction.distribution, [0, 0, 0, 1, 1]);
+        assert_eq!((r.satisfaction.count(), r.satisfaction.mean()), (2, Some(4.5)));
+        assert_eq!(r.satisfaction_response_rate, Some(2.0 / 3.0));
+        assert_eq!((r.per_advisor[0].satisfaction.count(), r.per_advisor[0].satisfaction.mean()), (2, Some(4.5)));
+        assert_eq!((r.per_advisor[1].satisfaction.count(), r.per_advisor[1].satisfaction.mean()), (0, None));
 
         let open_only = compute(&facts, &refusals, day, day, true, &hours);
         assert_eq!((open_only.offered, open_only.served), (3, 2));
         assert!(open_only.refused.is_empty());
+        assert_eq!((open_only.satisfaction.count(), open_only.satisfaction.mean()), (1, Some(5.0)));
+        assert_eq!(open_only.satisfaction_response_rate, Some(0.5));
+        assert_eq!(Satisfaction::default().mean(), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::domain::stats::{Report, Summary, WAIT_BUCKETS};
+use crate::domain::stats::{Report, Satisfaction, Summary, WAIT_BUCKETS};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SummaryView {
@@ -35,11 +35,41 @@ pub struct BucketView {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScoreView {
+    pub score: u8,
+    pub count: usize,
+}
+
+/// The citizens' answers (1–5) to "how satisfied are you?".
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SatisfactionView {
+    pub count: usize,
+    /// Rounded to two decimals; null without answers.
+    pub mean: Option<f64>,
+    /// One entry per score, 1 to 5.
+    pub distribution: Vec<ScoreView>,
+    /// Answers / served chats, 0–1; null when none was served.
+    pub response_rate: Option<f64>,
+}
+
+/// An advisor's share of the answers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AdvisorSatisfactionView {
+    pub count: usize,
+    pub mean: Option<f64>,
+}
+
+fn mean_of(s: &Satisfaction) -> Option<f64> {
+    s.mean().map(|m| (m * 100.0).round() / 100.0)
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct AdvisorStatsView {
     pub display_name: String,
     pub served: usize,
     pub handle_seconds: SummaryView,
     pub first_response_seconds: SummaryView,
+    pub satisfaction: AdvisorSatisfactionView,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -67,6 +97,7 @@ pub struct StatsView {
     pub per_hour: Vec<HourView>,
     pub wait_histogram: Vec<BucketView>,
     pub per_advisor: Vec<AdvisorStatsView>,
+    pub satisfaction: SatisfactionView,
 }
 
 impl From<&Report> for StatsView {
@@ -110,8 +141,21 @@ impl From<&Report> for StatsView {
                     served: a.served,
                     handle_seconds: a.handle.into(),
                     first_response_seconds: a.first_response.into(),
+                    satisfaction: AdvisorSatisfactionView {
+                        count: a.satisfaction.count(),
+                        mean: mean_of(&a.satisfaction),
+                    },
                 })
                 .collect(),
+            satisfaction: SatisfactionView {
+                count: r.satisfaction.count(),
+                mean: mean_of(&r.satisfaction),
+                distribution: (1..=5u8)
+                    .zip(r.satisfaction.distribution)
+                    .map(|(score, count)| ScoreView { score, count })
+                    .collect(),
+                response_rate: r.satisfaction_response_rate.map(|v| (v * 1000.0).round() / 1000.0),
+            },
         }
     }
 }
@@ -140,6 +184,12 @@ pub fn to_csv(v: &StatsView) -> String {
         row("summary", "", &format!("{name}_median"), opt(s.median));
         row("summary", "", &format!("{name}_p90"), opt(s.p90));
     }
+    row("summary", "", "satisfaction_count", v.satisfaction.count.to_string());
+    row("summary", "", "satisfaction_mean", opt(v.satisfaction.mean));
+    row("summary", "", "satisfaction_response_rate", opt(v.satisfaction.response_rate));
+    for s in &v.satisfaction.distribution {
+        row("satisfaction", &s.score.to_string(), "count", s.count.to_string());
+    }
     for h in &v.per_hour {
         let hour = format!("{:02}", h.hour);
         row("hour", &hour, "offered", h.offered.to_string());
@@ -154,6 +204,8 @@ pub fn to_csv(v: &StatsView) -> String {
         row("advisor", &a.display_name, "served", a.served.to_string());
         row("advisor", &a.display_name, "handle_seconds_mean", opt(a.handle_seconds.mean));
         row("advisor", &a.display_name, "first_response_seconds_mean", opt(a.first_response_seconds.mean));
+        row("advisor", &a.display_name, "satisfaction_count", a.satisfaction.count.to_string());
+        row("advisor", &a.display_name, "satisfaction_mean", opt(a.satisfaction.mean));
     }
     out
 }

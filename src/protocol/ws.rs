@@ -62,6 +62,11 @@ pub enum CitizenRequest {
     },
     /// Leave the queue, or end the chat if it has started.
     Leave {},
+    /// How satisfied the citizen is with the chat that just ended, 1–5
+    /// (any integer is read, so that a score out of range is `invalid_field`).
+    Rate {
+        score: i64,
+    },
 }
 
 // ---------------------------------------------------------------- advisor ->
@@ -294,6 +299,13 @@ pub enum CitizenEvent {
     Ended {
         errand_number: Option<String>,
         reason: EndReason,
+        /// The citizen may now `rate` the chat (an advisor took part and the
+        /// survey is on).
+        can_rate: bool,
+    },
+    /// The citizen's `rate` is stored.
+    Rated {
+        score: u8,
     },
     /// The server is going down; reconnect and `resume` in a moment.
     ServerShutdown {

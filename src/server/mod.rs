@@ -345,6 +345,7 @@ fn core_settings(config: &Config) -> CoreSettings {
         assumed_handle: secs(chat.assumed_handle_seconds),
         categories: chat.categories.clone(),
         canned_responses: chat.canned_responses.clone(),
+        ask_satisfaction: chat.ask_satisfaction,
         notice: NoticeView {
             organisation: config.contact.organisation.clone(),
             public_record_notice: config.contact.public_record_notice.clone(),

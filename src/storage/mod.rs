@@ -445,6 +445,15 @@ impl Storage {
                         events.push(QueueEvent::new(Some(conversation), "joined", *at));
                         Committed::Done
                     }
+                    StoreOp::Rated { conversation, score, at, conn } => {
+                        sqlx::query("UPDATE conversations SET satisfaction = $1, rated_at = $2 WHERE id = $3")
+                            .bind(i64::from(*score))
+                            .bind(millis(*at))
+                            .bind(conversation.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                        Committed::Rated { conn: *conn, score: *score }
+                    }
                     StoreOp::Refused { at, reason } => {
                         events.push(QueueEvent { detail: Some(reason.code()), ..QueueEvent::new(None, "refused", *at) });
                         Committed::Done
@@ -987,7 +996,7 @@ impl Storage {
     ) -> Result<Vec<ConversationFacts>, StorageError> {
         let facts = on_db!(&self.db, pool => {
             sqlx::query(
-                "SELECT c.queued_at, c.first_assigned_at, c.ended_at, c.outcome, c.advisor_id, c.advisor_name, \
+                "SELECT c.queued_at, c.first_assigned_at, c.ended_at, c.outcome, c.advisor_id, c.advisor_name, c.satisfaction, \
                  (SELECT MIN(m.sent_at) FROM messages m WHERE m.conversation_id = c.id AND m.sender = 'advisor') AS first_response_at \
                  FROM conversations c WHERE c.queued_at >= $1 AND c.queued_at < $2",
             )
@@ -1006,6 +1015,8 @@ impl Storage {
                     outcome: row.try_get("outcome")?,
                     advisor: advisor_id.map(|id| (id, advisor_name.unwrap_or_default())),
                     first_response_at: row.try_get::<Option<i64>, _>("first_response_at")?.map(from_millis),
+                    // The column's CHECK keeps it within 1–5.
+                    satisfaction: row.try_get::<Option<i64>, _>("satisfaction")?.and_then(|s| u8::try_from(s).ok()),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?

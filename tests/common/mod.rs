@@ -360,6 +360,7 @@ pub fn core_settings() -> kommunchat::domain::chat::CoreSettings {
         assumed_handle: chrono::TimeDelta::seconds(300),
         categories: vec!["Övrigt".into()],
         canned_responses: vec![],
+        ask_satisfaction: true,
         notice: kommunchat::protocol::ws::NoticeView {
             organisation: String::new(),
             public_record_notice: String::new(),
