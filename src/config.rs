@@ -327,6 +327,9 @@ pub struct SecurityConfig {
     pub message_burst: u32,
     /// Seconds a client has to send its request headers (and TLS handshake).
     pub handshake_timeout_seconds: u64,
+    /// Seconds a WebSocket client may keep the server waiting to write to it
+    /// (its TCP window shut: it has stopped reading) before it is dropped.
+    pub write_timeout_seconds: u64,
     /// How often open advisor and admin sockets re-check their session (so a
     /// password change from the command line also closes them).
     pub session_check_seconds: u64,
@@ -351,6 +354,7 @@ impl Default for SecurityConfig {
             messages_per_second: 5,
             message_burst: 20,
             handshake_timeout_seconds: 10,
+            write_timeout_seconds: 30,
             session_check_seconds: 30,
             login_free_attempts: 5,
             trusted_proxies: Vec::new(),
@@ -655,6 +659,7 @@ impl FileConfig {
             ("security.messages_per_second", u64::from(s.messages_per_second), 1),
             ("security.message_burst", u64::from(s.message_burst), 1),
             ("security.handshake_timeout_seconds", s.handshake_timeout_seconds, 1),
+            ("security.write_timeout_seconds", s.write_timeout_seconds, 1),
             ("security.session_check_seconds", s.session_check_seconds, 1),
             ("security.login_free_attempts", u64::from(s.login_free_attempts), 1),
         ] {

@@ -45,7 +45,12 @@ pub struct Metrics {
     storage_write: Histogram,
     storage_batch: Histogram,
     assignment: Histogram,
+    frames_rate_limited: Family<RoleLabel, Counter>,
+    connections_dropped: Family<ReasonLabel, Counter>,
 }
+
+/// Why the server dropped a connection (`kommunchat_connections_dropped_total`).
+pub const DROP_REASONS: [&str; 3] = ["flooding", "too_slow", "idle"];
 
 /// Counts a connection for as long as it lives.
 #[derive(Debug)]
@@ -120,6 +125,19 @@ impl Metrics {
              to writing the assigned frame to the advisor's socket",
             assignment.clone(),
         );
+        let frames_rate_limited = Family::<RoleLabel, Counter>::default();
+        registry.register(
+            "frames_rate_limited",
+            "WebSocket frames refused with rate_limited (more than the per-connection rate allows), by role",
+            frames_rate_limited.clone(),
+        );
+        let connections_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_dropped",
+            "Connections the server closed, by reason: flooding (went on sending into rate_limited), \
+             too_slow (did not read its frames), idle (silent past the timeout)",
+            connections_dropped.clone(),
+        );
         Metrics {
             registry,
             queue_waiting,
@@ -136,7 +154,19 @@ impl Metrics {
             storage_write,
             storage_batch,
             assignment,
+            frames_rate_limited,
+            connections_dropped,
         }
+    }
+
+    /// A frame refused with `rate_limited`.
+    pub fn rate_limited(&self, role: &'static str) {
+        self.frames_rate_limited.get_or_create(&RoleLabel { role }).inc();
+    }
+
+    /// The server closed a connection, for one of [`DROP_REASONS`].
+    pub fn dropped(&self, reason: &'static str) {
+        self.connections_dropped.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Routing latency of one assignment, as the hub measured it.
@@ -188,6 +218,12 @@ impl Metrics {
         for role in ["citizen", "advisor", "admin"] {
             // Every role appears, at 0 if nobody is connected.
             let _ = self.connections.get_or_create(&RoleLabel { role });
+        }
+        for role in ["citizen", "advisor"] {
+            let _ = self.frames_rate_limited.get_or_create(&RoleLabel { role });
+        }
+        for reason in DROP_REASONS {
+            let _ = self.connections_dropped.get_or_create(&ReasonLabel { reason });
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

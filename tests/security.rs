@@ -324,6 +324,82 @@ async fn flooding_is_rate_limited_then_closed() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stored = server.storage().transcript(conversation).await.expect("t");
     assert!(stored.len() >= acks && stored.len() <= 5, "{} stored", stored.len());
+    // The operator sees it: every refusal the client read was counted, and the one drop.
+    let text = reqwest::get(server.url("/metrics")).await.expect("scrape").text().await.expect("text");
+    let value = |line: &str| -> u64 {
+        let found = text.lines().find_map(|l| l.strip_prefix(line)).unwrap_or_else(|| panic!("{line} in:\n{text}"));
+        found.trim().parse().expect("a count")
+    };
+    let counted = value("kommunchat_frames_rate_limited_total{role=\"citizen\"}");
+    assert!(counted >= limited as u64 && counted <= 40, "{counted} counted, {limited} read");
+    assert_eq!(value("kommunchat_frames_rate_limited_total{role=\"advisor\"}"), 0);
+    assert_eq!(value("kommunchat_connections_dropped_total{reason=\"flooding\"}"), 1);
+    assert_eq!(value("kommunchat_connections_dropped_total{reason=\"too_slow\"}"), 0);
+}
+
+/// A metric's value from `/metrics`, by its whole name with labels.
+async fn metric(server: &TestServer, line: &str) -> u64 {
+    let text = reqwest::get(server.url("/metrics")).await.expect("scrape").text().await.expect("text");
+    let found = text.lines().find_map(|l| l.strip_prefix(line)).unwrap_or_else(|| panic!("{line} in:\n{text}"));
+    found.trim().parse().expect("a count")
+}
+
+/// A client that stops reading (a "slow read": its TCP window stays shut)
+/// while its advisor writes must not hold a connection, its file and its
+/// buffers for ever: it is dropped, and when it comes back it resumes with
+/// nothing lost.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_loses_nothing() {
+    const MESSAGES: u64 = 600;
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.security.messages_per_second = 10_000;
+        c.security.message_burst = 10_000;
+        c.security.write_timeout_seconds = 1;
+        c.chat.max_conversation_bytes = 64 * 1024 * 1024;
+    })
+    .await;
+    let mut advisor = server.advisor("anna", true).await;
+    let mut citizen = Client::connect_with_small_window(server.addr, "/ws/citizen").await;
+    citizen.expect("welcome").await;
+    citizen.send(json!({"type": "start"})).await;
+    let token = citizen.expect("queued").await["resume_token"].as_str().expect("token").to_owned();
+    citizen.expect("assigned").await;
+    let conversation = cid(&advisor.expect("assigned").await["chat"]);
+    // The citizen reads no more. 600 messages of 16 KiB (about 10 MB) are far
+    // more than the sockets' buffers hold.
+    let text = "x".repeat(16 * 1024 - 10);
+    for i in 0..MESSAGES {
+        let frame = json!({"type": "message", "conversation_id": conversation, "client_msg_id": format!("a{i}"), "text": format!("{i:09} {text}")});
+        advisor.send(frame).await;
+    }
+    for _ in 0..MESSAGES {
+        advisor.expect("ack").await;
+    }
+    common::eventually("the stalled citizen's connection is dropped", || async {
+        metric(&server, "kommunchat_connections{role=\"citizen\"}").await == 0
+    })
+    .await;
+    assert_eq!(metric(&server, "kommunchat_connections_dropped_total{reason=\"too_slow\"}").await, 1);
+    assert_eq!(advisor.expect("citizen_presence").await["connected"], false);
+
+    // What did reach the citizen is whole and in order; the rest comes on resume.
+    let mut seen = 0;
+    while let Some(frame) = citizen.next().await {
+        if frame["type"] == "message" {
+            seen += 1;
+            assert_eq!(frame["seq"], seen);
+        }
+    }
+    assert!(seen < MESSAGES, "the stall came before the end ({seen} read)");
+    let mut back = server.citizen().await;
+    back.expect("welcome").await;
+    back.send(json!({"type": "resume", "token": token, "last_seq": seen})).await;
+    assert_eq!(back.expect("resumed").await["last_seq"], MESSAGES);
+    for seq in seen + 1..=MESSAGES {
+        let m = back.expect("message").await;
+        assert_eq!(m["seq"], seq);
+        assert!(m["text"].as_str().expect("text").starts_with(&format!("{:09} ", seq - 1)));
+    }
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use std::task::Poll;
 
 use futures::{SinkExt, StreamExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout};
 use tracing::Instrument;
 
 use super::App;
@@ -203,6 +203,13 @@ enum Role {
 }
 
 impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Citizen => "citizen",
+            Role::Advisor => "advisor",
+        }
+    }
+
     fn error_frame(self, code: ErrorCode, message: &str) -> String {
         match self {
             Role::Citizen => ws::encode(&citizen_error(code, message.into())),
@@ -395,6 +402,10 @@ fn run(
         let role = held.role;
         let security = &app.config.security;
         let mut limit = RateLimit::new(security.messages_per_second, security.message_burst);
+        // Every write is bounded: a client that stops reading while the
+        // server has frames for it (a "slow read") would otherwise hold its
+        // task, socket and buffers for as long as it keeps its window shut.
+        let write_timeout = Duration::from_secs(security.write_timeout_seconds);
         let mut last_heard = Instant::now();
         // Whose turn it is to be looked at first, so that neither a flood of
         // frames to write nor a client that keeps sending starves the other.
@@ -411,11 +422,15 @@ fn run(
                     return Poll::Ready(match received {
                         Received::Frame(first) => Step::Write(first),
                         Received::Heartbeat if last_heard.elapsed() > IDLE_TIMEOUT => {
+                            app.metrics.dropped("idle");
                             Step::Close(close_code::GOING_AWAY, "idle")
                         }
                         Received::Heartbeat => Step::Reply(Message::Ping(Default::default())),
                         // The hub dropped this outbox: the client could not keep up.
-                        Received::Closed => Step::Close(close_code::TOO_SLOW, "too slow; reconnect and resume"),
+                        Received::Closed => {
+                            app.metrics.dropped("too_slow");
+                            Step::Close(close_code::TOO_SLOW, "too slow; reconnect and resume")
+                        }
                     });
                 }
                 if let Some(ended) = session_ended.as_mut()
@@ -431,19 +446,29 @@ fn run(
             .await;
             match step {
                 Step::Continue => {}
-                Step::Reply(message) => {
-                    if Box::pin(socket.send(message)).await.is_err() {
+                // Boxed, timeout and all: the write path's state lives only
+                // while frames are written, not in every idle connection.
+                Step::Reply(message) => match Box::pin(timeout(write_timeout, socket.send(message))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        app.metrics.dropped("too_slow");
                         break;
                     }
-                }
-                // Boxed: the write path's state lives only while frames are written.
+                },
                 Step::Write(first) => {
-                    if !Box::pin(write_frames(&mut socket, first, &mut frames, &app.metrics)).await {
-                        break;
+                    let write = write_frames(&mut socket, first, &mut frames, &app.metrics);
+                    match Box::pin(timeout(write_timeout, write)).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(_) => {
+                            app.metrics.dropped("too_slow");
+                            break;
+                        }
                     }
                 }
                 Step::Close(code, why) => {
-                    Box::pin(close(&mut socket, code, why)).await;
+                    let _ = Box::pin(timeout(write_timeout, close(&mut socket, code, why))).await;
                     break;
                 }
                 Step::Stop => break,
@@ -483,8 +508,10 @@ fn on_received(
     };
     if !limit.take() {
         if limit.abusive() {
+            app.metrics.dropped("flooding");
             return Step::Close(close_code::POLICY, "too many messages");
         }
+        app.metrics.rate_limited(role.as_str());
         let frame = role.error_frame(ErrorCode::RateLimited, "too many messages; slow down");
         return Step::Reply(Message::Text(frame.into()));
     }

@@ -258,6 +258,18 @@ impl Client {
         Client { ws, cookie: cookie.map(str::to_owned), addr }
     }
 
+    /// A client whose socket takes in at most a few KiB unread (no receive
+    /// buffer growth), so a server writing to it stalls soon once it stops reading.
+    pub async fn connect_with_small_window(addr: SocketAddr, path: &str) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connects");
+        let request = format!("ws://{addr}{path}").into_client_request().expect("request");
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (ws, _) = tokio_tungstenite::client_async(request, stream).await.expect("websocket connects");
+        Client { ws, cookie: None, addr }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.ws.send(Message::Text(frame.to_string().into())).await.expect("send");
     }
