@@ -321,6 +321,11 @@ pub struct SecurityConfig {
     pub max_connections: usize,
     /// Most citizen connections from one client address (offices share addresses).
     pub max_citizen_connections_per_address: usize,
+    /// Chats that may be started from one client address in an hour, all of
+    /// them at once if need be (a token bucket that refills at this rate).
+    /// Each start is stored (an offered chat, perhaps abandoned): this keeps
+    /// one address from filling the statistics and the database.
+    pub chat_starts_per_address_per_hour: u32,
     /// Frames a connection may send per second on average …
     pub messages_per_second: u32,
     /// … and in a burst.
@@ -351,6 +356,7 @@ impl Default for SecurityConfig {
             public_origin: String::new(),
             max_connections: 19_000,
             max_citizen_connections_per_address: 50,
+            chat_starts_per_address_per_hour: 30,
             messages_per_second: 5,
             message_burst: 20,
             handshake_timeout_seconds: 10,
@@ -656,6 +662,7 @@ impl FileConfig {
         for (key, value, min) in [
             ("security.max_connections", s.max_connections as u64, 1),
             ("security.max_citizen_connections_per_address", s.max_citizen_connections_per_address as u64, 1),
+            ("security.chat_starts_per_address_per_hour", u64::from(s.chat_starts_per_address_per_hour), 1),
             ("security.messages_per_second", u64::from(s.messages_per_second), 1),
             ("security.message_burst", u64::from(s.message_burst), 1),
             ("security.handshake_timeout_seconds", s.handshake_timeout_seconds, 1),

@@ -402,6 +402,46 @@ async fn a_client_that_stops_reading_is_dropped_and_loses_nothing() {
     }
 }
 
+/// Starting and leaving chats in a loop would store every one as an offered,
+/// abandoned chat: each address has a budget of starts.
+#[tokio::test]
+async fn chat_starts_from_one_address_are_budgeted() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| c.security.chat_starts_per_address_per_hour = 3).await;
+    let mut citizen = server.citizen().await;
+    citizen.expect("welcome").await;
+    for _ in 0..3 {
+        citizen.send(json!({"type": "start"})).await;
+        citizen.expect("queued").await;
+        citizen.send(json!({"type": "leave"})).await;
+        citizen.expect("ended").await;
+    }
+    citizen.send(json!({"type": "start"})).await;
+    let refused = citizen.expect("error").await;
+    assert_eq!(refused["code"], "too_many_chats");
+    assert!(refused["message"].as_str().expect("message").contains("20 minutes"), "{refused}");
+    // Another connection from the same address shares the budget.
+    let mut second = server.citizen().await;
+    second.expect("welcome").await;
+    second.send(json!({"type": "start"})).await;
+    assert_eq!(second.expect("error").await["code"], "too_many_chats");
+    // Nothing was queued or stored for the refused ones.
+    common::eventually("the three chats are stored", || async {
+        server.storage().queue_event_count("ended").await.expect("count") == 3
+    })
+    .await;
+    assert_eq!(server.storage().queue_event_count("joined").await.expect("count"), 3);
+    // The allowance refills: one start every 20 minutes.
+    server.clock.advance(chrono::TimeDelta::minutes(20));
+    second.send(json!({"type": "start"})).await;
+    second.expect("queued").await;
+    citizen.send(json!({"type": "start"})).await;
+    assert_eq!(citizen.expect("error").await["code"], "too_many_chats");
+    common::eventually("the fourth chat is stored", || async {
+        server.storage().queue_event_count("joined").await.expect("count") == 4
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn anonymous_connections_per_address_are_capped() {
     let server = TestServer::start_with(Backend::Sqlite, |c| c.security.max_citizen_connections_per_address = 3).await;

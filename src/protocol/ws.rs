@@ -230,6 +230,9 @@ pub enum ErrorCode {
     /// or, while queued, as much as a waiting citizen may write
     /// (`chat.max_queued_bytes`). The message was not stored.
     ConversationFull,
+    /// More chats were started from the citizen's address than
+    /// `security.chat_starts_per_address_per_hour` allows. Nothing was queued.
+    TooManyChats,
 }
 
 // ---------------------------------------------------------------- -> citizen

@@ -1,6 +1,6 @@
 //! Defences at the door: origin checks (cross-site WebSocket hijacking and
-//! CSRF), sign-in throttling, the per-address cap on anonymous sockets, and
-//! which address a request counts as coming from.
+//! CSRF), sign-in throttling, the per-address cap on anonymous sockets and
+//! on the chats they start, and which address a request counts as coming from.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -178,6 +178,57 @@ impl Drop for AddressSlot {
     }
 }
 
+impl AddressSlot {
+    /// The address (or IPv6 /64) the slot is counted by.
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+}
+
+/// Chats started per client address ([`address_key`]): a token bucket per
+/// address that holds `per_hour` starts and refills at that rate.
+#[derive(Debug)]
+pub struct StartBudget {
+    per_hour: u32,
+    buckets: DashMap<IpAddr, Bucket>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: DateTime<Utc>,
+}
+
+impl StartBudget {
+    pub fn new(per_hour: u32) -> StartBudget {
+        StartBudget { per_hour, buckets: DashMap::new() }
+    }
+
+    /// Spends one start for `address` at `now`; `Err(seconds until the next
+    /// one)` when none is left.
+    pub fn take(&self, address: IpAddr, now: DateTime<Utc>) -> Result<(), u64> {
+        let full = f64::from(self.per_hour);
+        let per_second = full / 3600.0;
+        let refilled = |b: &Bucket| {
+            let elapsed = (now - b.at).num_milliseconds().max(0) as f64 / 1000.0;
+            (b.tokens + elapsed * per_second).min(full)
+        };
+        // Forget addresses whose allowance is whole again (then they are as new).
+        if self.buckets.len() > 100_000 {
+            self.buckets.retain(|_, b| refilled(b) < full);
+        }
+        let mut bucket = self.buckets.entry(address_key(address)).or_insert(Bucket { tokens: full, at: now });
+        let tokens = refilled(&bucket);
+        if tokens >= 1.0 {
+            *bucket = Bucket { tokens: tokens - 1.0, at: now };
+            Ok(())
+        } else {
+            *bucket = Bucket { tokens, at: now };
+            Err(((1.0 - tokens) / per_second).ceil() as u64)
+        }
+    }
+}
+
 impl PerAddress {
     /// Takes a slot if the address (its [`address_key`]) has fewer than `max` open.
     pub fn take(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<AddressSlot> {
@@ -253,6 +304,35 @@ mod tests {
         assert!(!origin_allowed(&headers(Some("https://helsingborg.se"), "chatt.se"), &security, same));
         assert!(origin_allowed(&headers(Some("https://helsingborg.se"), "chatt.se"), &security, widget));
         assert!(!origin_allowed(&headers(Some("https://helsingborg.se:444"), "chatt.se"), &security, widget));
+    }
+
+    #[test]
+    fn chat_starts_are_budgeted_per_address_and_refill() {
+        let budget = StartBudget::new(3);
+        let now = Utc::now();
+        let one: IpAddr = "198.51.100.7".parse().expect("ip");
+        let other: IpAddr = "198.51.100.8".parse().expect("ip");
+        for _ in 0..3 {
+            assert_eq!(budget.take(one, now), Ok(()));
+        }
+        // Three an hour: the next in 20 minutes.
+        assert_eq!(budget.take(one, now), Err(1200));
+        assert_eq!(budget.take(other, now), Ok(()));
+        assert_eq!(budget.take(one, now + TimeDelta::minutes(19)), Err(60));
+        assert_eq!(budget.take(one, now + TimeDelta::minutes(20)), Ok(()));
+        assert!(budget.take(one, now + TimeDelta::minutes(20)).is_err());
+        // A whole hour later the whole allowance is back, not more.
+        let later = now + TimeDelta::hours(5);
+        for _ in 0..3 {
+            assert_eq!(budget.take(one, later), Ok(()));
+        }
+        assert!(budget.take(one, later).is_err());
+        // An IPv6 client counts by its /64.
+        let v6 = |s: &str| s.parse::<IpAddr>().expect("ip");
+        for i in 1..=3 {
+            assert_eq!(budget.take(v6(&format!("2001:db8::{i}")), now), Ok(()));
+        }
+        assert!(budget.take(v6("2001:db8::ffff"), now).is_err());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct App {
     pub throttle: guard::LoginThrottle,
     /// Citizen sockets per client address.
     pub per_address: Arc<guard::PerAddress>,
+    /// Chats started per client address.
+    pub starts: guard::StartBudget,
     /// Users whose sessions just ended: their sockets close.
     pub revoked: tokio::sync::broadcast::Sender<i64>,
     pub connections: Arc<listener::ConnectionCount>,
@@ -153,6 +155,7 @@ impl Server {
         };
         let app = Arc::new(App {
             throttle: guard::LoginThrottle::new(config.security.login_free_attempts),
+            starts: guard::StartBudget::new(config.security.chat_starts_per_address_per_hour),
             per_address: Arc::default(),
             revoked: tokio::sync::broadcast::channel(64).0,
             connections: Arc::default(),

@@ -133,7 +133,7 @@ pub async fn citizen(
         let span = tracing::debug_span!("connection", conn, role = "citizen");
         let frames = attach(&app, conn, Input::CitizenConnected { conn }, Role::Citizen);
         let held = Held {
-            _slot: Some(slot),
+            slot: Some(slot),
             _connection: app.connections.hold(),
             _counted: app.metrics.connection("citizen"),
             app,
@@ -177,7 +177,7 @@ pub async fn advisor(State(app): State<Arc<App>>, headers: HeaderMap, upgrade: W
         let watched = app.clone();
         let session_ended: SessionEnded = Box::pin(async move { watch.ended(&watched).await });
         let held = Held {
-            _slot: None,
+            slot: None,
             _connection: app.connections.hold(),
             _counted: app.metrics.connection("advisor"),
             app,
@@ -362,7 +362,8 @@ struct Held {
     app: Arc<App>,
     conn: ConnId,
     role: Role,
-    _slot: Option<AddressSlot>,
+    /// A citizen's place in its address's quota; its address also counts the chats it starts.
+    slot: Option<AddressSlot>,
     _connection: Counted,
     _counted: ConnectionGuard,
 }
@@ -399,7 +400,6 @@ fn run(
 ) -> impl Future<Output = ()> {
     async move {
         let app = &*held.app;
-        let role = held.role;
         let security = &app.config.security;
         let mut limit = RateLimit::new(security.messages_per_second, security.message_burst);
         // Every write is bounded: a client that stops reading while the
@@ -416,7 +416,7 @@ fn run(
             let step = std::future::poll_fn(|cx| {
                 socket_first = !socket_first;
                 if socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
-                    return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
+                    return Poll::Ready(on_received(received, &held, &decode, &mut limit, &mut last_heard));
                 }
                 if let Poll::Ready(received) = frames.poll_recv(cx) {
                     return Poll::Ready(match received {
@@ -439,7 +439,7 @@ fn run(
                     return Poll::Ready(Step::Close(close_code::POLICY, "the session has ended"));
                 }
                 if !socket_first && let Poll::Ready(received) = socket.poll_next_unpin(cx) {
-                    return Poll::Ready(on_received(received, app, &decode, &mut limit, &mut last_heard, role));
+                    return Poll::Ready(on_received(received, &held, &decode, &mut limit, &mut last_heard));
                 }
                 Poll::Pending
             })
@@ -480,12 +480,12 @@ fn run(
 /// What to do with what the client sent.
 fn on_received(
     received: Option<Result<Message, axum::Error>>,
-    app: &App,
+    held: &Held,
     decode: &impl Fn(&str) -> Result<Input, String>,
     limit: &mut RateLimit,
     last_heard: &mut Instant,
-    role: Role,
 ) -> Step {
+    let (app, role) = (&*held.app, held.role);
     let message = match received {
         Some(Ok(message)) => message,
         Some(Err(e)) => {
@@ -517,6 +517,18 @@ fn on_received(
     }
     match decode(text.as_str()) {
         Ok(input) => {
+            if let Input::Citizen { request: CitizenRequest::Start { .. }, .. } = input
+                && let Some(slot) = &held.slot
+                && let Err(wait) = app.starts.take(slot.address(), app.clock.now())
+            {
+                let minutes = wait.div_ceil(60);
+                let message = format!(
+                    "too many chats have been started from your network; try again in {minutes} minute{}",
+                    if minutes == 1 { "" } else { "s" }
+                );
+                let frame = ws::encode(&citizen_error(ErrorCode::TooManyChats, message));
+                return Step::Reply(Message::Text(frame.into()));
+            }
             app.hub.input(input);
             Step::Continue
         }

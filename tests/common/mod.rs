@@ -130,8 +130,10 @@ impl TestServer {
         config.database_url = db.url.clone();
         config.storage.sqlite_synchronous = kommunchat::config::SqliteSynchronous::Normal;
         config.chat.queue_update_interval_ms = 100;
-        // Every test client comes from 127.0.0.1; the per-address cap has a test of its own.
+        // Every test client comes from 127.0.0.1; the per-address caps (sockets,
+        // chat starts) have tests of their own.
         config.security.max_citizen_connections_per_address = 1000;
+        config.security.chat_starts_per_address_per_hour = 1_000_000;
         adjust(&mut config);
         let clock = Arc::new(ManualClock::new(monday_morning()));
         TestServer::start_on(db, config, clock).await

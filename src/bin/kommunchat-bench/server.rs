@@ -44,7 +44,7 @@ fn config(max_chats: u32) -> String {
         "[chat]\nmax_chats_per_advisor = {max_chats}\ninactivity_warning_seconds = 86400\nadvisor_grace_seconds = 600\ncitizen_grace_seconds = 600\n\
          max_conversation_bytes = 67108864\nmax_queued_bytes = 67108864\n\
          [admission]\nrefuse_if_not_served_before_closing = false\n\
-         [security]\nmax_connections = 19900\nmax_citizen_connections_per_address = 100000\nmessages_per_second = 100000\nmessage_burst = 100000\n"
+         [security]\nmax_connections = 19900\nmax_citizen_connections_per_address = 100000\nchat_starts_per_address_per_hour = 100000000\nmessages_per_second = 100000\nmessage_burst = 100000\n"
     ));
     c
 }
