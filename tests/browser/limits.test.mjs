@@ -53,3 +53,32 @@ describe('size limits', () => {
     await shot(page, 'chat-queue-full');
   });
 });
+
+describe('chats started from one address', () => {
+  let limited;
+  before(async () => {
+    const config = ALWAYS_OPEN.replace('[security]\n', '[security]\nchat_starts_per_address_per_hour = 1\n');
+    assert.notEqual(config, ALWAYS_OPEN);
+    limited = await startServer({ config });
+  });
+  after(async () => {
+    await limited?.stop();
+  });
+
+  it('a start beyond the address budget is refused with a sentence that says why', async () => {
+    const page = await (await context(browser)).newPage();
+    await page.goto(`${limited.url}/chat`);
+    await page.getByRole('button', { name: 'Starta chatten' }).click();
+    await page.locator('#queue-position', { hasText: 'Du är nummer 1 i kön.' }).waitFor();
+    await page.getByRole('button', { name: 'Lämna kön' }).click();
+    await page.getByRole('heading', { name: 'Chatten är avslutad' }).waitFor();
+    await page.getByRole('button', { name: 'Starta en ny chatt' }).click();
+    await page.getByRole('button', { name: 'Starta chatten' }).click();
+    const error = page.locator('#start-error');
+    await error.waitFor();
+    assert.match(await error.textContent(), /Många chattar har startats från ditt nätverk/);
+    assert.ok(await page.getByRole('button', { name: 'Starta chatten' }).isEnabled(), 'the citizen may try again');
+    await axe(page, 'the chat, a start refused for the address');
+    await shot(page, 'chat-too-many-chats');
+  });
+});

@@ -157,7 +157,12 @@ function figure(label, value) {
   li.append(l, v);
   return li;
 }
-function pct(x) { return x == null ? '–' : `${Math.round(x * 1000) / 10} %`; }
+/** A number the Swedish way: decimal comma, `digits` decimals. */
+function decimal(x, digits) { return x.toLocaleString('sv-SE', { minimumFractionDigits: digits, maximumFractionDigits: digits }); }
+function pct(x) { return x == null ? '–' : `${(Math.round(x * 1000) / 10).toLocaleString('sv-SE', { maximumFractionDigits: 1 })} %`; }
+/** A mean score 1–5 with one decimal ("4,5"), or "–" when there is none. */
+function score(mean) { return mean == null ? '–' : decimal(mean, 1); }
+const SCORE = { 1: 'Mycket missnöjd', 2: 'Missnöjd', 3: 'Varken nöjd eller missnöjd', 4: 'Nöjd', 5: 'Mycket nöjd' };
 
 async function loadStats() {
   const from = $('#stats-from').value || todayIso();
@@ -186,14 +191,85 @@ async function loadStats() {
       return { label, value: b.count };
     });
     drawChart('#chart-wait', '#table-wait', '#chart-wait-wrap', buckets, 'Väntetid', 'Antal chattar', 'Väntetider');
+    drawSatisfaction(s.satisfaction);
+    drawAdvisorStats(s.per_advisor);
   } catch (err) {
     $('#stats-figures').replaceChildren();
+    $('#satisfaction').hidden = true;
+    $('#advisor-stats').hidden = true;
     $('#chart-hour-wrap').hidden = true;
     $('#chart-wait-wrap').hidden = true;
     message('#stats-message', missing(err)
       ? 'Servern har ingen statistik än (GET /api/v1/stats saknas). Den visas här när funktionen finns.'
       : `Statistiken kunde inte hämtas: ${err.message}`, missing(err) ? 'warn' : 'error');
   }
+}
+
+function cell(tag, text) {
+  const c = document.createElement(tag);
+  c.textContent = text;
+  return c;
+}
+
+/** The satisfaction survey: figures and the distribution 1–5 (a server without it sends no `satisfaction`). */
+function drawSatisfaction(sat) {
+  $('#satisfaction').hidden = !sat;
+  if (!sat) return;
+  const count = sat.count ?? 0;
+  $('#satisfaction-figures').replaceChildren(
+    figure('Antal betyg', String(count)),
+    figure('Medelbetyg (1–5)', score(count ? sat.mean : null)),
+    figure('Svarsfrekvens', pct(sat.response_rate)),
+  );
+  const by = new Map((sat.distribution || []).map((d) => [d.score, d.count]));
+  const rows = [1, 2, 3, 4, 5].map((n) => {
+    const tr = document.createElement('tr');
+    tr.dataset.score = String(n);
+    const th = cell('th', `${n} – ${SCORE[n]}`);
+    th.scope = 'row';
+    const c = by.get(n) ?? 0;
+    const share = document.createElement('td');
+    share.className = 'share';
+    // The bar only repeats the percentage beside it.
+    const bar = document.createElement('span');
+    bar.className = 'dist-bar';
+    bar.setAttribute('aria-hidden', 'true');
+    const fill = document.createElement('span');
+    fill.style.width = `${count ? Math.round((c / count) * 100) : 0}%`;
+    bar.append(fill);
+    share.append(bar, count ? pct(c / count) : '–');
+    tr.append(th, cell('td', String(c)), share);
+    return tr;
+  });
+  $('#satisfaction-rows').replaceChildren(...rows);
+}
+
+function drawAdvisorStats(list) {
+  $('#advisor-stats').hidden = !list;
+  if (!list) return;
+  const rows = list.map((a) => {
+    const tr = document.createElement('tr');
+    tr.dataset.advisor = a.display_name;
+    const sat = a.satisfaction;
+    const satText = sat && sat.count && sat.mean != null ? `${score(sat.mean)} (${sat.count} betyg)` : '–';
+    tr.append(
+      cell('th', a.display_name),
+      cell('td', String(a.served ?? '–')),
+      cell('td', duration(a.handle_seconds && a.handle_seconds.median)),
+      cell('td', duration(a.first_response_seconds && a.first_response_seconds.median)),
+      cell('td', satText),
+    );
+    tr.firstChild.scope = 'row';
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = document.createElement('tr');
+    const td = cell('td', 'Ingen kommunvägledare hade chattar under perioden.');
+    td.colSpan = 5;
+    tr.append(td);
+    rows.push(tr);
+  }
+  $('#advisor-stats-rows').replaceChildren(...rows);
 }
 
 function svg(name, attrs) {

@@ -14,7 +14,7 @@ function fresh(lang) {
   return {
     lang, langChosen: false, phase: 'idle', token: null, conversationId: null, lastSeq: 0,
     position: null, wait: null, advisorName: null, errand: null, endReason: null, messages: [],
-    leaveRequested: false,
+    leaveRequested: false, canRate: false, rating: null,
   };
 }
 function load() {
@@ -38,6 +38,11 @@ let typingSent = false;
 let typingTimer = null;
 let maxBytes = 16384;
 let lastAnnouncedPosition = null;
+// The satisfaction survey: only the connection that received `ended` with
+// `can_rate` may send `rate` (a reload or a reconnect has nothing to rate).
+let rateSocket = null;
+let rateSending = false;
+let surveyNote = null; // { kind: '' | 'ok' | 'error', key }
 
 // ---------------------------------------------------------------- text
 
@@ -122,6 +127,7 @@ function connect() {
     handle(frame);
   };
   sock.onclose = (e) => {
+    if (sock === rateSocket) surveyConnectionLost();
     if (ws !== sock) return;
     ws = null;
     welcome = welcome && { ...welcome, stale: true };
@@ -260,7 +266,18 @@ function handle(f) {
       announce($('inactivity').textContent);
       break;
     case 'ended':
-      endChat(f.errand_number, f.reason);
+      // Also the answer to a `resume` when the chat ended while the connection was down.
+      resuming = false;
+      if (lost) { lost = false; $('conn-banner').hidden = true; }
+      endChat(f.errand_number, f.reason, f.can_rate === true);
+      break;
+    case 'rated':
+      rateSending = false;
+      st.rating = { choice: (st.rating && st.rating.choice) || f.score, score: f.score };
+      save();
+      surveyNote = { kind: 'ok', key: 'surveyThanks' };
+      renderSurvey();
+      announce(thanksText(false));
       break;
     case 'server_shutdown':
       showBanner(t('restarting'), false);
@@ -297,13 +314,33 @@ function onError(f) {
     showSendError(t(why[f.code] || 'sendFailed'));
     return;
   }
-  if (f.code === 'invalid_state' && st.phase === 'idle') showStartError(t('startFailed'));
+  if (rateSending && st.phase === 'ended') {
+    // The only request this page sends after `ended` is `rate`.
+    rateSending = false;
+    const hadFocus = $('survey-form').contains(document.activeElement);
+    if (f.code === 'invalid_state') rateSocket = null; // nothing to rate on this connection any more
+    surveyNote = { kind: 'error', key: f.code === 'invalid_state' ? 'surveyClosed' : f.code === 'invalid_field' ? 'surveyInvalid' : 'surveyFailed' };
+    renderSurvey();
+    announce(t(surveyNote.key));
+    if (hadFocus && $('survey-form').hidden) $('survey-note').focus();
+    return;
+  }
+  if (st.phase === 'idle') {
+    // The answer to a `start`: say why it did not start.
+    $('start-button').disabled = false;
+    showStartError(t(f.code === 'too_many_chats' ? 'tooManyChats' : 'startFailed'));
+  }
 }
 
-function endChat(errand, reason) {
+function endChat(errand, reason, canRate = false) {
   st.phase = 'ended';
   st.errand = errand;
   st.endReason = reason;
+  st.canRate = canRate;
+  st.rating = canRate ? { choice: null, score: null } : null;
+  rateSocket = canRate ? ws : null;
+  rateSending = false;
+  surveyNote = null;
   st.token = null;
   st.leaveRequested = false;
   for (const m of st.messages) if (m.pending) { m.pending = false; m.failed = true; }
@@ -490,6 +527,48 @@ function renderEnded() {
   $('transcript').replaceChildren(...st.messages.map(liFor));
   $('save-button').hidden = st.messages.length === 0;
   $('print-button').hidden = st.messages.length === 0;
+  renderSurvey();
+}
+function surveyOpen() { return rateSocket !== null && ws === rateSocket && ws.readyState === WebSocket.OPEN; }
+function renderSurvey() {
+  const rated = Boolean(st.rating && st.rating.score != null);
+  // After a reload the connection is new and has nothing to rate: the form
+  // goes, a rating already given is still thanked for.
+  const usable = st.phase === 'ended' && st.canRate && rateSocket !== null;
+  const note = surveyNote || (rated ? { kind: 'ok', key: 'surveyThanks' } : null);
+  $('survey').hidden = !(st.phase === 'ended' && st.canRate && (usable || note));
+  $('survey-form').hidden = !usable;
+  const choice = st.rating ? st.rating.choice : null;
+  for (const r of $('survey-form').elements.score) r.checked = Number(r.value) === choice;
+  const el = $('survey-note');
+  el.hidden = !note;
+  el.className = `notice survey-note ${note ? note.kind : ''}`;
+  el.textContent = !note ? '' : note.key === 'surveyThanks' ? thanksText(usable) : t(note.key);
+  const fieldset = $('survey-form').querySelector('fieldset');
+  if (note && note.kind === 'error') fieldset.setAttribute('aria-describedby', 'survey-note');
+  else fieldset.removeAttribute('aria-describedby');
+}
+function thanksText(canChange) {
+  const score = st.rating && st.rating.score;
+  const given = score >= 1 && score <= 5 ? ` ${t('surveyGiven', { score: t(`score${score}`) })}` : '';
+  return `${t('surveyThanks')}${given}${canChange ? ` ${t('surveyChange')}` : ''}`;
+}
+function surveyError(key) {
+  surveyNote = { kind: 'error', key };
+  renderSurvey();
+  announce(t(key));
+}
+/** The connection that could send the rating is gone; a new one has nothing to rate. */
+function surveyConnectionLost() {
+  rateSocket = null;
+  rateSending = false;
+  if (st.phase !== 'ended' || !st.canRate) return;
+  const hadFocus = $('survey-form').contains(document.activeElement);
+  const rated = Boolean(st.rating && st.rating.score != null);
+  surveyNote = rated ? { kind: 'ok', key: 'surveyThanks' } : { kind: '', key: 'surveyLost' };
+  renderSurvey();
+  if (!rated) announce(t('surveyLost'));
+  if (hadFocus) $('survey-note').focus();
 }
 function showStartError(text) {
   $('start-error').textContent = text;
@@ -580,6 +659,20 @@ function wire() {
     save();
     if (ready()) send({ type: 'leave' });
   });
+  $('survey-form').addEventListener('change', (e) => {
+    if (e.target.name !== 'score' || !st.rating) return;
+    st.rating.choice = Number(e.target.value);
+    save();
+    if (surveyNote && surveyNote.key === 'surveyChoose') { surveyNote = null; renderSurvey(); }
+  });
+  $('survey-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const picked = $('survey-form').querySelector('input[name=score]:checked');
+    if (!picked) { surveyError('surveyChoose'); return; }
+    if (!surveyOpen() || !send({ type: 'rate', score: Number(picked.value) })) { surveyError('surveyNoConnection'); return; }
+    rateSending = true;
+    if (surveyNote && surveyNote.kind === 'error') { surveyNote = null; renderSurvey(); }
+  });
   $('print-button').addEventListener('click', () => window.print());
   $('save-button').addEventListener('click', () => {
     const blob = new Blob([transcriptText()], { type: 'text/plain;charset=utf-8' });
@@ -594,6 +687,9 @@ function wire() {
   $('new-chat-button').addEventListener('click', () => {
     st = { ...fresh(st.lang), langChosen: st.langChosen };
     save();
+    rateSocket = null;
+    rateSending = false;
+    surveyNote = null;
     $('messages').replaceChildren();
     $('inactivity').hidden = true;
     $('send-error').hidden = true;
