@@ -18,8 +18,11 @@ export const repo = path.resolve(here, '..', '..');
 export const AXE = require.resolve('axe-core/axe.min.js');
 export const SHOTS = process.env.KC_SCREENSHOTS || '';
 
+// `webkit` is driven over classic WebDriver by `webkit.wd.mjs` (WebKitGTK's
+// WebKitWebDriver; playwright cannot drive Debian's WebKit), which uses the
+// server and axe helpers here but not `launch`.
 export const BROWSER = process.env.KC_BROWSER || 'chromium';
-if (!['chromium', 'firefox'].includes(BROWSER)) throw new Error(`KC_BROWSER=${BROWSER}: use chromium or firefox`);
+if (!['chromium', 'firefox', 'webkit'].includes(BROWSER)) throw new Error(`KC_BROWSER=${BROWSER}: use chromium, firefox or webkit`);
 export const FIREFOX = BROWSER === 'firefox';
 
 /**
@@ -145,6 +148,7 @@ async function serve(dir, listen) {
 
 /** The browser; `firefoxUserPrefs` apply to Firefox only. */
 export async function launch({ firefoxUserPrefs } = {}) {
+  if (BROWSER === 'webkit') throw new Error('WebKit is driven by webkit.wd.mjs over WebDriver, not by playwright');
   if (FIREFOX) {
     return firefox.launch({
       channel: 'moz-firefox',

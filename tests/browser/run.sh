@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# The web pages in real browsers, driven by playwright-core and checked with
-# axe-core: Debian's chromium (over CDP) and Debian's firefox-esr (over WebDriver
-# BiDi). The same test files run once per browser; KC_BROWSERS picks which
-# ("chromium firefox" by default). Each scenario starts its own kommunchat server.
+# The web pages in real browsers, checked with axe-core: Debian's chromium (over
+# CDP) and Debian's firefox-esr (over WebDriver BiDi), driven by playwright-core,
+# run every *.test.mjs; WebKit, Safari's engine (WebKitGTK's MiniBrowser over
+# classic WebDriver, under Xvfb), runs webkit.wd.mjs. KC_BROWSERS picks which
+# ("chromium firefox webkit" by default). Each scenario starts its own server.
 # Called by ./test.sh as its last step; works on a fresh machine as root.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-browsers="${KC_BROWSERS:-chromium firefox}"
+browsers="${KC_BROWSERS:-chromium firefox webkit}"
 
 missing=()
 for b in $browsers; do
   case "$b" in
     chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
     firefox) [ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr) ;;
-    *) echo "run.sh: unknown browser '$b' in KC_BROWSERS (use chromium, firefox)" >&2; exit 2 ;;
+    webkit)
+      command -v WebKitWebDriver >/dev/null || missing+=(webkit2gtk-driver)
+      [ -n "${DISPLAY:-}" ] || command -v Xvfb >/dev/null || missing+=(xvfb)
+      ;;
+    *) echo "run.sh: unknown browser '$b' in KC_BROWSERS (use chromium, firefox, webkit)" >&2; exit 2 ;;
   esac
 done
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
@@ -40,7 +45,12 @@ for b in $browsers; do
   echo "run.sh: the browser suite in $b"
   # Tests or steps a browser's driver cannot do are reported as "# SKIP" /
   # "# <browser>: skipped step" with the reason.
-  KC_BROWSER="$b" node --test --test-concurrency=1 --test-timeout=120000 ./*.test.mjs || failed+=("$b")
+  if [ "$b" = webkit ]; then
+    # Playwright cannot drive Debian's WebKit: one scenario over WebDriver.
+    KC_BROWSER="$b" node --test --test-concurrency=1 --test-timeout=120000 ./webkit.wd.mjs || failed+=("$b")
+  else
+    KC_BROWSER="$b" node --test --test-concurrency=1 --test-timeout=120000 ./*.test.mjs || failed+=("$b")
+  fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "run.sh: the browser suite failed in: ${failed[*]}" >&2
