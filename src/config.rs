@@ -333,7 +333,8 @@ pub struct SecurityConfig {
     /// Seconds a client has to send its request headers (and TLS handshake).
     pub handshake_timeout_seconds: u64,
     /// Seconds a WebSocket client may keep the server waiting to write to it
-    /// (its TCP window shut: it has stopped reading) before it is dropped.
+    /// (its TCP window shut: it has stopped reading) before it is dropped; a
+    /// large batch of frames gets its size at 64 KiB/s on top.
     pub write_timeout_seconds: u64,
     /// How often open advisor and admin sockets re-check their session (so a
     /// password change from the command line also closes them).

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use std::task::Poll;
 
 use futures::{SinkExt, StreamExt};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 use tracing::Instrument;
 
 use super::App;
@@ -457,11 +457,10 @@ fn run(
                     }
                 },
                 Step::Write(first) => {
-                    let write = write_frames(&mut socket, first, &mut frames, &app.metrics);
-                    match Box::pin(timeout(write_timeout, write)).await {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(_) => {
+                    match Box::pin(write_frames(&mut socket, first, &mut frames, &app.metrics, write_timeout)).await {
+                        Written::Open => {}
+                        Written::Over => break,
+                        Written::Stalled => {
                             app.metrics.dropped("too_slow");
                             break;
                         }
@@ -536,14 +535,34 @@ fn on_received(
     }
 }
 
-/// Writes `first` and whatever else is already waiting, then flushes once.
-/// Returns false when the connection is over.
+/// The slowest a client may take in what it is sent, beyond the write
+/// timeout: a batch of `n` bytes may take `write_timeout + n / MIN_WRITE_RATE`.
+/// So a console on a slow link still receives a large `welcome` (every chat
+/// held, whole), while a client that takes in nothing is dropped after the
+/// write timeout.
+const MIN_WRITE_RATE: f64 = 64.0 * 1024.0;
+
+/// How a batch of writes ended.
+enum Written {
+    /// Written and flushed; the connection goes on.
+    Open,
+    /// The connection is over (closed by us, or a write failed).
+    Over,
+    /// The client did not take in the batch in time.
+    Stalled,
+}
+
+/// Writes `first` and whatever else is already waiting, then flushes once,
+/// within `write_timeout` plus the batch's size at [`MIN_WRITE_RATE`].
 async fn write_frames(
     socket: &mut WebSocket,
     first: Outgoing,
     frames: &mut crate::outbox::OutboxReceiver<Outgoing>,
     metrics: &Metrics,
-) -> bool {
+    write_timeout: Duration,
+) -> Written {
+    let started = Instant::now();
+    let mut allowed = write_timeout;
     let mut next = Some(first);
     let mut written = 0;
     // Assignments among these frames: when their causes were received.
@@ -558,30 +577,42 @@ async fn write_frames(
                 ws::encode(&event)
             }
             Outgoing::Close(reason) => {
-                let _ = socket.flush().await;
                 let (code, why) = match reason {
                     CloseReason::Replaced => (close_code::REPLACED, "the conversation continues on another connection"),
                     CloseReason::Shutdown => (close_code::GOING_AWAY, "the server is shutting down"),
                 };
-                close(socket, code, why).await;
-                return false;
+                let closing = async {
+                    let _ = socket.flush().await;
+                    close(socket, code, why).await;
+                };
+                return match timeout_at(started + allowed, closing).await {
+                    Ok(()) => Written::Over,
+                    Err(_) => Written::Stalled,
+                };
             }
         };
-        if socket.feed(Message::Text(text.into())).await.is_err() {
-            return false;
+        allowed += Duration::from_secs_f64(text.len() as f64 / MIN_WRITE_RATE);
+        match timeout_at(started + allowed, socket.feed(Message::Text(text.into()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Written::Over,
+            Err(_) => return Written::Stalled,
         }
         written += 1;
         if written < WRITE_BATCH {
             next = frames.try_recv();
         }
     }
-    let flushed = socket.flush().await.is_ok();
-    if flushed && let Some(timed) = timed {
+    match timeout_at(started + allowed, socket.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return Written::Over,
+        Err(_) => return Written::Stalled,
+    }
+    if let Some(timed) = timed {
         for received in timed {
             metrics.assignment_latency(received.elapsed());
         }
     }
-    flushed
+    Written::Open
 }
 
 pub async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
