@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use std::task::Poll;
 
 use futures::{SinkExt, StreamExt};
-use tokio::time::{Instant, timeout, timeout_at};
+use tokio::time::{Instant, Sleep, timeout};
 use tracing::Instrument;
 
 use super::App;
@@ -561,8 +561,11 @@ async fn write_frames(
     metrics: &Metrics,
     write_timeout: Duration,
 ) -> Written {
-    let started = Instant::now();
-    let mut allowed = write_timeout;
+    // One timer for the batch, moved on as frames are added; it is
+    // registered only if a write has to wait.
+    let mut deadline = Instant::now() + write_timeout;
+    let expired = tokio::time::sleep_until(deadline);
+    tokio::pin!(expired);
     let mut next = Some(first);
     let mut written = 0;
     // Assignments among these frames: when their causes were received.
@@ -585,27 +588,28 @@ async fn write_frames(
                     let _ = socket.flush().await;
                     close(socket, code, why).await;
                 };
-                return match timeout_at(started + allowed, closing).await {
-                    Ok(()) => Written::Over,
-                    Err(_) => Written::Stalled,
+                return match before(expired, closing).await {
+                    Some(()) => Written::Over,
+                    None => Written::Stalled,
                 };
             }
         };
-        allowed += Duration::from_secs_f64(text.len() as f64 / MIN_WRITE_RATE);
-        match timeout_at(started + allowed, socket.feed(Message::Text(text.into()))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Written::Over,
-            Err(_) => return Written::Stalled,
+        deadline += Duration::from_secs_f64(text.len() as f64 / MIN_WRITE_RATE);
+        expired.as_mut().reset(deadline);
+        match before(expired.as_mut(), socket.feed(Message::Text(text.into()))).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Written::Over,
+            None => return Written::Stalled,
         }
         written += 1;
         if written < WRITE_BATCH {
             next = frames.try_recv();
         }
     }
-    match timeout_at(started + allowed, socket.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Written::Over,
-        Err(_) => return Written::Stalled,
+    match before(expired, socket.flush()).await {
+        Some(Ok(())) => {}
+        Some(Err(_)) => return Written::Over,
+        None => return Written::Stalled,
     }
     if let Some(timed) = timed {
         for received in timed {
@@ -613,6 +617,21 @@ async fn write_frames(
         }
     }
     Written::Open
+}
+
+/// `future`'s output, or `None` if `expired` completes first.
+async fn before<F: Future>(mut expired: std::pin::Pin<&mut Sleep>, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if expired.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 pub async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
