@@ -598,13 +598,25 @@ async fn a_citizen_rates_the_chat_that_ended_and_only_that(backend: Backend) {
     advisor.send(json!({"type": "end", "conversation_id": cid(&chat["chat"]), "category": "Övrigt"})).await;
     advisor.expect("chat_ended").await;
     assert_eq!(stored_scores(&server).await, [3]);
+    // A connection may change its rating a few times, not without end (each is a write).
+    for score in [1, 2, 4, 5] {
+        back.send(json!({"type": "rate", "score": score})).await;
+        assert_eq!(back.expect("rated").await["score"], score);
+    }
+    back.send(json!({"type": "rate", "score": 2})).await;
+    let refused = back.expect("error").await;
+    assert_eq!(refused["code"], "invalid_state");
+    assert!(refused["message"].as_str().expect("message").contains("as often as it may"), "{refused}");
+    assert_eq!(stored_scores(&server).await, [5]);
 
     // A new chat on the same connection: the old one can no longer be rated.
     back.send(json!({"type": "start"})).await;
     back.expect("queued").await;
     back.send(json!({"type": "rate", "score": 1})).await;
-    assert_eq!(back.expect("error").await["code"], "invalid_state");
-    assert_eq!(stored_scores(&server).await, [3]);
+    let refused = back.expect("error").await;
+    assert_eq!(refused["code"], "invalid_state");
+    assert!(refused["message"].as_str().expect("message").contains("no ended chat"), "{refused}");
+    assert_eq!(stored_scores(&server).await, [5]);
 }
 
 #[tokio::test]

@@ -349,7 +349,24 @@ struct CitizenConn {
     conversation: Option<ConversationId>,
     /// The chat that ended on this connection and may be rated, until the
     /// next `start` or `resume`.
-    rateable: Option<ConversationId>,
+    rateable: Option<Rateable>,
+}
+
+/// How often one connection may rate (or re-rate) the chat that ended on it:
+/// each rating is a database write, so it is bounded beyond the frame rate.
+const RATINGS_PER_CONNECTION: u8 = 5;
+
+#[derive(Debug, Clone, Copy)]
+struct Rateable {
+    conversation: ConversationId,
+    /// Ratings this connection may still send.
+    left: u8,
+}
+
+impl Rateable {
+    fn new(conversation: ConversationId) -> Rateable {
+        Rateable { conversation, left: RATINGS_PER_CONNECTION }
+    }
 }
 
 /// What a citizen who resumes just after the end is told, and may rate.
@@ -845,15 +862,24 @@ impl ChatCore {
                 }
             }
             CitizenRequest::Rate { score } => {
-                let Some(conversation) = state.rateable else {
+                let Some(rateable) = state.rateable else {
                     let message = "there is no ended chat to rate on this connection";
                     out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidState, message)));
                     return;
                 };
+                if rateable.left == 0 {
+                    let message = "the chat has been rated as often as it may be";
+                    out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidState, message)));
+                    return;
+                }
                 let Some(score) = u8::try_from(score).ok().filter(|s| (1..=5).contains(s)) else {
                     out.push(Effect::ToCitizen(conn, error(ErrorCode::InvalidField, "score must be 1, 2, 3, 4 or 5")));
                     return;
                 };
+                if let Some(state) = self.citizen_conns.get_mut(&conn) {
+                    state.rateable = Some(Rateable { left: rateable.left - 1, ..rateable });
+                }
+                let conversation = rateable.conversation;
                 out.push(Effect::Store(StoreOp::Rated { conversation, score, at: now, conn }));
             }
         }
@@ -969,7 +995,7 @@ impl ChatCore {
                 Some(ended) => {
                     let can_rate = self.settings.ask_satisfaction && ended.errand_number.is_some();
                     if let Some(state) = self.citizen_conns.get_mut(&conn) {
-                        state.rateable = can_rate.then_some(ended.conversation);
+                        state.rateable = can_rate.then(|| Rateable::new(ended.conversation));
                     }
                     CitizenEvent::Ended { errand_number: ended.errand_number.clone(), reason: ended.reason, can_rate }
                 }
@@ -1323,7 +1349,7 @@ impl ChatCore {
                         CitizenEvent::Ended { errand_number: c.errand_number.clone(), reason, can_rate },
                     ));
                     if let Some(state) = self.citizen_conns.get_mut(&conn) {
-                        state.rateable = can_rate.then_some(conversation);
+                        state.rateable = can_rate.then(|| Rateable::new(conversation));
                     }
                 }
                 if c.phase == Phase::Closing {
