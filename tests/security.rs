@@ -325,16 +325,11 @@ async fn flooding_is_rate_limited_then_closed() {
     let stored = server.storage().transcript(conversation).await.expect("t");
     assert!(stored.len() >= acks && stored.len() <= 5, "{} stored", stored.len());
     // The operator sees it: every refusal the client read was counted, and the one drop.
-    let text = reqwest::get(server.url("/metrics")).await.expect("scrape").text().await.expect("text");
-    let value = |line: &str| -> u64 {
-        let found = text.lines().find_map(|l| l.strip_prefix(line)).unwrap_or_else(|| panic!("{line} in:\n{text}"));
-        found.trim().parse().expect("a count")
-    };
-    let counted = value("kommunchat_frames_rate_limited_total{role=\"citizen\"}");
+    let counted = metric(&server, "kommunchat_frames_rate_limited_total{role=\"citizen\"}").await;
     assert!(counted >= limited as u64 && counted <= 40, "{counted} counted, {limited} read");
-    assert_eq!(value("kommunchat_frames_rate_limited_total{role=\"advisor\"}"), 0);
-    assert_eq!(value("kommunchat_connections_dropped_total{reason=\"flooding\"}"), 1);
-    assert_eq!(value("kommunchat_connections_dropped_total{reason=\"too_slow\"}"), 0);
+    assert_eq!(metric(&server, "kommunchat_frames_rate_limited_total{role=\"advisor\"}").await, 0);
+    assert_eq!(metric(&server, "kommunchat_connections_dropped_total{reason=\"flooding\"}").await, 1);
+    assert_eq!(metric(&server, "kommunchat_connections_dropped_total{reason=\"too_slow\"}").await, 0);
 }
 
 /// A metric's value from `/metrics`, by its whole name with labels.
