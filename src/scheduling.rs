@@ -63,6 +63,19 @@ fn favour_this_thread(slice_ns: u64) {
     let _ = slice_ns;
 }
 
+/// For a load generator's measuring thread: the real-time policy
+/// (`SCHED_FIFO`, the lowest real-time priority), so that it runs the moment
+/// it wakes, ahead of every ordinary thread on its core, and the latencies
+/// it measures carry less of its own scheduling. Needs `CAP_SYS_NICE` (root);
+/// without it the thread stays as it is and the error says why. Never for
+/// the server's own threads: a busy real-time thread starves the rest.
+pub fn realtime_this_thread() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    return linux::set_fifo(1);
+    #[cfg(not(target_os = "linux"))]
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "real-time scheduling is set on Linux only"))
+}
+
 /// Lowers `threads` (thread ids) to the background nice level, with the
 /// default slice: a thread started by one of the runtime's inherits its short
 /// slice, and the runtime's threads preempt only threads with longer ones.
@@ -108,12 +121,21 @@ mod linux {
             Some(nice) => nice,
             None => rustix::process::getpriority_process(rustix::process::Pid::from_raw(tid))?,
         };
+        set(tid, libc::SCHED_OTHER, nice, 0, slice_ns)
+    }
+
+    /// Puts the calling thread under `SCHED_FIFO` at `priority`.
+    pub(super) fn set_fifo(priority: u32) -> std::io::Result<()> {
+        set(0, libc::SCHED_FIFO, 0, priority, 0)
+    }
+
+    fn set(tid: i32, policy: i32, nice: i32, priority: u32, slice_ns: u64) -> std::io::Result<()> {
         let attr = SchedAttr {
             size: std::mem::size_of::<SchedAttr>() as u32,
-            sched_policy: libc::SCHED_OTHER as u32,
+            sched_policy: policy as u32,
             sched_flags: 0,
             sched_nice: nice,
-            sched_priority: 0,
+            sched_priority: priority,
             sched_runtime: slice_ns,
             sched_deadline: 0,
             sched_period: 0,
@@ -166,6 +188,31 @@ mod tests {
             })
             .join()
             .unwrap();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// As root (CI, the benchmark) the thread takes `SCHED_FIFO`; without
+    /// the privilege it must be refused as such and stay as it was.
+    #[test]
+    fn a_measuring_thread_takes_the_real_time_policy_or_is_told_why_not() {
+        std::thread::spawn(|| {
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            let policy = || {
+                let sched = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")).unwrap();
+                sched.lines().find_map(|l| {
+                    l.split_once(':').filter(|(k, _)| k.trim() == "policy").map(|(_, v)| v.trim().to_owned())
+                })
+            };
+            match realtime_this_thread() {
+                Ok(()) => assert_eq!(policy().as_deref(), Some("1"), "SCHED_FIFO"),
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+                    eprintln!("not privileged: the refusal was checked, not the policy");
+                    assert_eq!(policy().as_deref(), Some("0"), "still SCHED_OTHER");
+                }
+            }
         })
         .join()
         .unwrap();

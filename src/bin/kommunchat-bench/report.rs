@@ -216,8 +216,9 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             s,
             "The generator's own paced timers fired late by p50 {:.0} / p99 {:.0} / max {:.0} µs in the paced phase: \
-             its jitter, which every latency it measures includes.\n",
-            x.generator_lateness.p50_us, x.generator_lateness.p99_us, x.generator_lateness.max_us
+             its jitter, which every latency it measures includes. The advisors' thread, which measures \
+             assignment, ran {}.\n",
+            x.generator_lateness.p50_us, x.generator_lateness.p99_us, x.generator_lateness.max_us, x.advisors_thread
         );
         if let Some(own) = &x.paced_server {
             let _ = writeln!(

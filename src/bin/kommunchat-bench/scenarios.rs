@@ -434,6 +434,8 @@ pub struct SurgeResult {
     /// core it runs on is shared with the kernel's network work), which is
     /// in every latency it measures too.
     pub generator_lateness: Latency,
+    /// How the advisors' thread, which measures assignment, was scheduled.
+    pub advisors_thread: String,
     pub queue_updates_received: u64,
     pub server_cpu_seconds_join: f64,
     pub server_cpu_seconds_drain: f64,
@@ -470,7 +472,7 @@ pub async fn surge(
     let (advisors_ready, ready) = tokio::sync::oneshot::channel();
     let (go, go_rx) = tokio::sync::oneshot::channel();
     let advisor_thread = run_advisors(server.addr, shared.clone(), advisors_ready, go_rx)?;
-    ready.await.map_err(|_| "the advisors' thread ended".to_string())??;
+    let advisors_thread = ready.await.map_err(|_| "the advisors' thread ended".to_string())??;
     let cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
     let joined = Instant::now();
     let limit = Arc::new(Semaphore::new(256));
@@ -568,6 +570,7 @@ pub async fn surge(
         paced_server,
         assignment_latency: Latency::of(&latency),
         generator_lateness: Latency::of(&lateness),
+        advisors_thread,
         queue_updates_received: updates.load(Ordering::Relaxed),
         server_cpu_seconds_join: cpu1 - cpu0,
         server_cpu_seconds_drain: cpu2 - cpu1,
@@ -601,23 +604,30 @@ struct AdvisorOutcome {
 }
 
 /// Connects the surge's advisors and, after `go`, runs them on a thread of
-/// their own. They are what measures assignment, so the thread asks the
-/// kernel for the short slice the server's connections get
-/// ([`kommunchat::scheduling::favour_connections_thread`]): an `assigned`
-/// frame is read when it arrives, not after whatever the main thread is
-/// doing for the 19,000 citizens sharing its core. The advisors connect
+/// their own. They are what measures assignment, so the thread takes the
+/// real-time policy ([`kommunchat::scheduling::realtime_this_thread`]; the
+/// generator runs as root), or else the short slice the server's connections
+/// get: an `assigned` frame is read when it arrives, and an `end` goes out
+/// when its timer fires, not after whatever the main thread is doing for the
+/// 19,000 citizens sharing its core (docs/benchmarks.md, eleventh round). The advisors connect
 /// away, so the queue fills before any is taken; `ready` is told when they
 /// are connected (or why not).
 fn run_advisors(
     addr: SocketAddr,
     shared: AdvisorsShared,
-    ready: tokio::sync::oneshot::Sender<Result<(), String>>,
+    ready: tokio::sync::oneshot::Sender<Result<String, String>>,
     go: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<std::thread::JoinHandle<Vec<AdvisorOutcome>>, String> {
     std::thread::Builder::new()
         .name("advisors".into())
         .spawn(move || {
-            kommunchat::scheduling::favour_connections_thread();
+            let scheduling = match kommunchat::scheduling::realtime_this_thread() {
+                Ok(()) => "real-time (SCHED_FIFO, priority 1)".to_string(),
+                Err(e) => {
+                    kommunchat::scheduling::favour_connections_thread();
+                    format!("ordinary with the connections' short slice (the real-time policy was refused: {e})")
+                }
+            };
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
@@ -641,7 +651,7 @@ fn run_advisors(
                         return Vec::new();
                     }
                 };
-                let _ = ready.send(Ok(()));
+                let _ = ready.send(Ok(scheduling));
                 if go.await.is_err() {
                     return Vec::new();
                 }
