@@ -64,6 +64,8 @@ pub struct App {
     /// Users whose sessions just ended: their sockets close.
     pub revoked: tokio::sync::broadcast::Sender<i64>,
     pub connections: Arc<listener::ConnectionCount>,
+    /// Where finished WebSocket connections' sockets are closed.
+    pub closer: ws::SocketCloser,
     /// Session cookies carry `Secure` (TLS here or at the proxy).
     pub secure_cookies: bool,
     next_conn: AtomicU64,
@@ -159,6 +161,7 @@ impl Server {
             per_address: Arc::default(),
             revoked: tokio::sync::broadcast::channel(64).0,
             connections: Arc::default(),
+            closer: ws::SocketCloser::start()?,
             secure_cookies,
             config,
             clock,

@@ -473,6 +473,48 @@ fn run(
                 Step::Stop => break,
             }
         }
+        app.closer.close(socket);
+    }
+}
+
+/// Most sockets waiting for the closer at once; beyond it a connection
+/// closes its own. Each holds a file until closed, so the bound keeps the
+/// process within its open-file limit (`security.max_connections` leaves
+/// about a thousand spare under the 20,000 of our machines).
+const CLOSER_BACKLOG: usize = 256;
+
+/// Closes finished connections' sockets on a thread of its own, at the
+/// database threads' low priority. Closing a socket is a few system calls
+/// and, on loopback or a LAN, the other side's TCP work in the same call;
+/// when many citizens leave together (a surge's chats ending), closing them
+/// all held the connections' thread for milliseconds in one go, and every
+/// other connection's frames waited (docs/benchmarks.md, tenth round, item 4).
+pub struct SocketCloser {
+    sockets: std::sync::mpsc::SyncSender<WebSocket>,
+}
+
+impl std::fmt::Debug for SocketCloser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SocketCloser")
+    }
+}
+
+impl SocketCloser {
+    pub fn start() -> std::io::Result<SocketCloser> {
+        let (sockets, to_close) = std::sync::mpsc::sync_channel::<WebSocket>(CLOSER_BACKLOG);
+        std::thread::Builder::new().name("socket-closer".into()).spawn(move || {
+            crate::scheduling::lower_priority_of_this_thread();
+            for socket in to_close {
+                drop(socket);
+            }
+        })?;
+        Ok(SocketCloser { sockets })
+    }
+
+    /// Closes `socket` on the closer's thread, or here if it is behind.
+    fn close(&self, socket: WebSocket) {
+        // Full or gone, the error holds the socket, and dropping it closes it here.
+        let _ = self.sockets.try_send(socket);
     }
 }
 
