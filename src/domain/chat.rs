@@ -993,11 +993,9 @@ impl ChatCore {
             let event = match self.ended_tokens.get(&hash) {
                 // Over, but recently: tell how it ended (the errand number), once more.
                 Some(ended) => {
-                    let can_rate = self.settings.ask_satisfaction && ended.errand_number.is_some();
-                    if let Some(state) = self.citizen_conns.get_mut(&conn) {
-                        state.rateable = can_rate.then(|| Rateable::new(ended.conversation));
-                    }
-                    CitizenEvent::Ended { errand_number: ended.errand_number.clone(), reason: ended.reason, can_rate }
+                    let ended = ended.clone();
+                    let can_rate = self.offer_rating(conn, ended.conversation, ended.errand_number.is_some());
+                    CitizenEvent::Ended { errand_number: ended.errand_number, reason: ended.reason, can_rate }
                 }
                 None => CitizenEvent::Error {
                     code: ErrorCode::NotFound,
@@ -1342,17 +1340,13 @@ impl ChatCore {
                     return;
                 };
                 let reason = c.end_reason.unwrap_or(EndReason::Interrupted);
-                if let Some(conn) = c.citizen_conn {
-                    let can_rate = self.settings.ask_satisfaction && c.errand_number.is_some();
-                    out.push(Effect::ToCitizen(
-                        conn,
-                        CitizenEvent::Ended { errand_number: c.errand_number.clone(), reason, can_rate },
-                    ));
-                    if let Some(state) = self.citizen_conns.get_mut(&conn) {
-                        state.rateable = can_rate.then(|| Rateable::new(conversation));
-                    }
+                let (citizen_conn, errand_number, closing) =
+                    (c.citizen_conn, c.errand_number.clone(), c.phase == Phase::Closing);
+                if let Some(conn) = citizen_conn {
+                    let can_rate = self.offer_rating(conn, conversation, errand_number.is_some());
+                    out.push(Effect::ToCitizen(conn, CitizenEvent::Ended { errand_number, reason, can_rate }));
                 }
-                if c.phase == Phase::Closing {
+                if closing {
                     self.remove_conversation(now, conversation, reason, out);
                 } else {
                     // Wrap-up: the citizen is done; the advisor still closes it.
@@ -1422,6 +1416,17 @@ impl ChatCore {
     }
 
     /// The citizen's side of a conversation is over: its token and connection let go.
+    /// Lets `conn`, which is told that `conversation` ended, rate it if an
+    /// advisor took part (it has an errand) and the survey is on; returns
+    /// whether it may (the `ended` frame's `can_rate`).
+    fn offer_rating(&mut self, conn: ConnId, conversation: ConversationId, had_advisor: bool) -> bool {
+        let can_rate = self.settings.ask_satisfaction && had_advisor;
+        if let Some(state) = self.citizen_conns.get_mut(&conn) {
+            state.rateable = can_rate.then(|| Rateable::new(conversation));
+        }
+        can_rate
+    }
+
     fn detach_citizen(&mut self, now: DateTime<Utc>, id: ConversationId) {
         let Some(c) = self.conversations.get_mut(&id) else {
             return;
