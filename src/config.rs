@@ -185,6 +185,10 @@ pub struct ChatConfig {
     /// Ask the citizen, when a chat with an advisor ends, how satisfied they
     /// are (1–5); the scores appear in the statistics.
     pub ask_satisfaction: bool,
+    /// How long after a chat ended the citizen's page may still rate it (a
+    /// reload or a dropped connection asks again with the chat's token, and a
+    /// `resume` answers `ended` until then). At least the citizen's grace period.
+    pub rating_window_minutes: u64,
 }
 
 impl Default for ChatConfig {
@@ -220,6 +224,7 @@ impl Default for ChatConfig {
             .map(String::from)
             .to_vec(),
             ask_satisfaction: true,
+            rating_window_minutes: 30,
         }
     }
 }
@@ -613,6 +618,9 @@ impl FileConfig {
                 return Err(error(key.into(), "must be more than 0".into()));
             }
         }
+        if c.rating_window_minutes > 24 * 60 {
+            return Err(error("chat.rating_window_minutes".into(), "must be at most 1440 (a day)".into()));
+        }
         if let Some(i) = c.categories.iter().position(|s| s.trim().is_empty()) {
             return Err(error(format!("chat.categories[{i}]"), "must not be empty".into()));
         }
@@ -830,6 +838,9 @@ mod tests {
         assert_eq!(err.key, "chat.max_queued_bytes");
         let err = load("[chat]\nmax_queued_bytes = 0\n").expect_err("zero");
         assert_eq!(err.key, "chat.max_queued_bytes");
+        let err = load("[chat]\nrating_window_minutes = 1441\n").expect_err("over a day");
+        assert_eq!(err.key, "chat.rating_window_minutes");
+        assert!(load("[chat]\nrating_window_minutes = 0\n").is_ok(), "0: only the grace period");
         let err = load("database_url = \"mysql://x\"\n").expect_err("mysql");
         assert_eq!(err.key, "database_url");
         let err = load("listen = \"localhost\"\n").expect_err("listen");

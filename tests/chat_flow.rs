@@ -620,6 +620,45 @@ async fn a_citizen_rates_the_chat_that_ended_and_only_that(backend: Backend) {
 }
 
 #[tokio::test]
+async fn an_ended_chat_can_be_rated_from_a_new_connection_for_the_rating_window() {
+    let server = TestServer::start_with(Backend::Sqlite, |c| {
+        c.chat.citizen_grace_seconds = 60;
+        c.chat.rating_window_minutes = 30;
+    })
+    .await;
+    let mut advisor = server.advisor("anna", true).await;
+    let (mut citizen, queued) = server.queued_citizen("Ada").await;
+    let token = queued["resume_token"].as_str().expect("token").to_owned();
+    let chat = advisor.expect("assigned").await;
+    citizen.expect("assigned").await;
+    advisor.send(json!({"type": "end", "conversation_id": cid(&chat["chat"]), "category": "Övrigt"})).await;
+    let ended = citizen.expect("ended").await;
+    assert_eq!(ended["can_rate"], true);
+    // The page is closed for longer than the grace period; a page opened 20
+    // minutes later still learns how the chat ended, and may rate it.
+    drop(citizen);
+    server.clock.advance(TimeDelta::minutes(20));
+    let mut back = server.citizen().await;
+    back.expect("welcome").await;
+    back.send(json!({"type": "resume", "token": token, "last_seq": 0})).await;
+    let again = back.expect("ended").await;
+    assert_eq!((&again["errand_number"], &again["can_rate"]), (&ended["errand_number"], &json!(true)));
+    back.send(json!({"type": "rate", "score": 4})).await;
+    assert_eq!(back.expect("rated").await["score"], 4);
+    assert_eq!(stored_scores(&server).await, [4]);
+    // After the window the token is unknown: nothing more can be rated.
+    server.clock.advance(TimeDelta::minutes(11));
+    common::eventually("the ended token expires after the rating window", || async {
+        let mut late = server.citizen().await;
+        late.expect("welcome").await;
+        late.send(json!({"type": "resume", "token": token, "last_seq": 0})).await;
+        late.next().await.is_some_and(|f| f["type"] == "error" && f["code"] == "not_found")
+    })
+    .await;
+    assert_eq!(stored_scores(&server).await, [4]);
+}
+
+#[tokio::test]
 async fn the_satisfaction_question_can_be_switched_off() {
     let server = TestServer::start_with(Backend::Sqlite, |c| c.chat.ask_satisfaction = false).await;
     let mut advisor = server.advisor("anna", true).await;

@@ -61,6 +61,9 @@ pub struct CoreSettings {
     pub canned_responses: Vec<String>,
     /// Offer the citizen a `rate` after a chat with an advisor.
     pub ask_satisfaction: bool,
+    /// How long an ended chat's token still answers a `resume` with `ended`
+    /// (and so may rate it) when it is longer than `citizen_grace`.
+    pub rating_window: TimeDelta,
     pub notice: NoticeView,
 }
 
@@ -430,7 +433,9 @@ pub struct ChatCore {
     /// grace period so a citizen who reconnects just after the end still learns
     /// the errand number.
     ended_tokens: HashMap<String, EndedChat>,
-    ended_expiry: std::collections::VecDeque<(DateTime<Utc>, String)>,
+    /// When each ended chat's token stops answering: one queue per lifetime
+    /// (`[grace period, rating window]`), so that each stays in time order.
+    ended_expiry: [std::collections::VecDeque<(DateTime<Utc>, String)>; 2],
     citizen_conns: HashMap<ConnId, CitizenConn>,
     advisors: HashMap<UserId, Advisor>,
     advisor_conns: HashMap<ConnId, UserId>,
@@ -457,7 +462,7 @@ impl ChatCore {
             conversations: HashMap::new(),
             by_token: HashMap::new(),
             ended_tokens: HashMap::new(),
-            ended_expiry: std::collections::VecDeque::new(),
+            ended_expiry: Default::default(),
             citizen_conns: HashMap::new(),
             advisors: HashMap::new(),
             advisor_conns: HashMap::new(),
@@ -533,8 +538,7 @@ impl ChatCore {
             if let Some(reason) = r.wrap_up {
                 // Over for the citizen: a citizen who comes back learns how.
                 let ended = EndedChat { conversation: id, errand_number: r.errand_number.clone(), reason };
-                self.ended_tokens.insert(r.token_hash.clone(), ended);
-                self.ended_expiry.push_back((now + self.settings.citizen_grace, r.token_hash.clone()));
+                self.remember_ended(now, r.token_hash.clone(), ended);
             } else {
                 self.by_token.insert(r.token_hash.clone(), id);
                 self.citizen_deadlines.insert((now, id));
@@ -1419,6 +1423,21 @@ impl ChatCore {
     /// Lets `conn`, which is told that `conversation` ended, rate it if an
     /// advisor took part (it has an errand) and the survey is on; returns
     /// whether it may (the `ended` frame's `can_rate`).
+    /// An ended chat's token answers a `resume` with `ended` for the grace
+    /// period, or, when the citizen may rate the chat, for the rating window
+    /// if that is longer: a reloaded page or a dropped connection can still
+    /// rate it.
+    fn remember_ended(&mut self, now: DateTime<Utc>, token_hash: String, ended: EndedChat) {
+        let rateable = self.settings.ask_satisfaction && ended.errand_number.is_some();
+        let (queue, lifetime) = if rateable && self.settings.rating_window > self.settings.citizen_grace {
+            (1, self.settings.rating_window)
+        } else {
+            (0, self.settings.citizen_grace)
+        };
+        self.ended_expiry[queue].push_back((now + lifetime, token_hash.clone()));
+        self.ended_tokens.insert(token_hash, ended);
+    }
+
     fn offer_rating(&mut self, conn: ConnId, conversation: ConversationId, had_advisor: bool) -> bool {
         let can_rate = self.settings.ask_satisfaction && had_advisor;
         if let Some(state) = self.citizen_conns.get_mut(&conn) {
@@ -1431,12 +1450,10 @@ impl ChatCore {
         let Some(c) = self.conversations.get_mut(&id) else {
             return;
         };
-        if self.by_token.remove(&c.token_hash).is_some() {
+        let ended = self.by_token.remove(&c.token_hash).map(|_| {
             let reason = c.end_reason.unwrap_or(EndReason::Interrupted);
-            let ended = EndedChat { conversation: id, errand_number: c.errand_number.clone(), reason };
-            self.ended_tokens.insert(c.token_hash.clone(), ended);
-            self.ended_expiry.push_back((now + self.settings.citizen_grace, c.token_hash.clone()));
-        }
+            (c.token_hash.clone(), EndedChat { conversation: id, errand_number: c.errand_number.clone(), reason })
+        });
         if let Some(conn) = c.citizen_conn.take()
             && let Some(state) = self.citizen_conns.get_mut(&conn)
         {
@@ -1444,6 +1461,9 @@ impl ChatCore {
         }
         if let Some(gone) = c.citizen_gone_at.take() {
             self.citizen_deadlines.remove(&(gone, id));
+        }
+        if let Some((hash, ended)) = ended {
+            self.remember_ended(now, hash, ended);
         }
     }
 
@@ -1924,10 +1944,13 @@ impl ChatCore {
     // ------------------------------------------------------------ time
 
     fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
-        // Ended conversations' tokens stop answering after the grace period.
-        while self.ended_expiry.front().is_some_and(|(until, _)| *until <= now) {
-            if let Some((_, hash)) = self.ended_expiry.pop_front() {
-                self.ended_tokens.remove(&hash);
+        // Ended conversations' tokens stop answering after the grace period
+        // (or the rating window).
+        for expiry in &mut self.ended_expiry {
+            while expiry.front().is_some_and(|(until, _)| *until <= now) {
+                if let Some((_, hash)) = expiry.pop_front() {
+                    self.ended_tokens.remove(&hash);
+                }
             }
         }
 

@@ -352,6 +352,7 @@ fn core_settings(config: &Config) -> CoreSettings {
         categories: chat.categories.clone(),
         canned_responses: chat.canned_responses.clone(),
         ask_satisfaction: chat.ask_satisfaction,
+        rating_window: TimeDelta::minutes(i64::try_from(chat.rating_window_minutes).unwrap_or(0)),
         notice: NoticeView {
             organisation: config.contact.organisation.clone(),
             public_record_notice: config.contact.public_record_notice.clone(),

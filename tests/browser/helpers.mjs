@@ -247,14 +247,18 @@ export async function waitUntil(fn, what, timeout = 10000) {
  * connections away (`refused` counts them); `cut()` drops the open ones.
  */
 export async function wsProxy(ctx, pattern) {
-  const net = { frames: [], held: [], hold: false, refuse: false, refused: 0, connections: 0, links: new Set() };
+  // frames: what the server sent (JSON); sent: what the page sent.
+  const net = { frames: [], sent: [], held: [], hold: false, refuse: false, refused: 0, connections: 0, links: new Set() };
   await ctx.routeWebSocket(pattern, (ws) => {
     if (net.refuse) { net.refused++; ws.close({ code: 4000, reason: 'offline' }); return; }
     net.connections++;
     const upstream = ws.connectToServer();
     const link = { ws, upstream };
     net.links.add(link);
-    ws.onMessage((m) => upstream.send(m));
+    ws.onMessage((m) => {
+      try { net.sent.push(JSON.parse(String(m))); } catch { /* not JSON */ }
+      upstream.send(m);
+    });
     upstream.onMessage((m) => {
       const deliver = () => {
         if (!net.links.has(link)) return;

@@ -1,7 +1,8 @@
 // The satisfaction survey: a chat ended in the queue asks nothing; a citizen
 // whose chat had an advisor rates it in the ended view, changes their mind with
-// the keyboard and sends again; a reload shows no survey that can no longer be
-// sent; the admin dashboard shows the ratings. The steps run in order.
+// the keyboard and sends again; a reload or a dropped connection brings the
+// survey back while the server still knows the chat, and drops the form once it
+// does not; the admin dashboard shows the ratings. The steps run in order.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launch, context, axe, shot, login, wsProxy, focusVisible, waitUntil, ALWAYS_OPEN } from './helpers.mjs';
@@ -160,18 +161,54 @@ describe('the satisfaction survey', () => {
     await survey.waitFor();
   });
 
-  it('after a reload the survey cannot be sent any more: no form, the rating is still thanked for', async () => {
+  it('after a reload the survey comes back with the rating given, and can be sent again', async () => {
+    const endedBefore = framesOf('ended').length;
     await citizen.reload();
     await citizen.getByRole('heading', { name: 'Chatten är avslutad' }).waitFor();
-    await citizen.locator('#survey-note', { hasText: 'Tack för ditt svar! Ditt betyg: 5 – Mycket nöjd.' }).waitFor();
-    // Wait for the new connection's welcome: it must not bring the form back.
-    await waitUntil(() => net.frames.filter((f) => f.type === 'welcome').length >= 2, 'the reloaded page is welcomed');
-    await citizen.waitForTimeout(200);
+    // The reloaded page asks again with the ended chat's token; the answer lets this connection rate.
+    await waitUntil(() => framesOf('ended').length === endedBefore + 1, 'the resume for the survey is answered');
+    assert.equal(framesOf('ended').at(-1).can_rate, true);
+    const resume = net.sent.filter((f) => f.type === 'resume').at(-1);
+    assert.equal(typeof resume?.token, 'string', 'the page resumes with the ended chat\'s token');
+    const survey = citizen.getByRole('group', { name: QUESTION });
+    await survey.waitFor();
+    assert.ok(await survey.getByRole('radio', { name: LABELS[4] }).isChecked(), 'the choice made before the reload');
+    const note = citizen.locator('#survey-note');
+    await note.getByText('Tack för ditt svar! Ditt betyg: 5 – Mycket nöjd. Du kan ändra ditt betyg och skicka igen.').waitFor();
+    await axe(citizen, 'the chat, ended and rated, after a reload');
+    // Sent again from the new connection (the same score: the dashboard below counts one rating of 5).
+    await citizen.getByRole('button', { name: 'Skicka betyg' }).click();
+    await waitUntil(() => framesOf('rated').length === 3, 'the server answers the rating from the reloaded page');
+    assert.deepEqual(framesOf('rated').map((f) => f.score), [4, 5, 5]);
+    assert.equal(framesOf('error').length, 0, JSON.stringify(framesOf('error')));
+  });
+
+  it('once the server no longer knows the chat, a reload keeps the thanks and drops the form', async () => {
+    // As after the rating window: the server answers the page's resume with not_found.
+    await citizen.evaluate(() => {
+      const st = JSON.parse(sessionStorage.getItem('kommunchat-chat'));
+      st.ratingToken = '0'.repeat(32);
+      sessionStorage.setItem('kommunchat-chat', JSON.stringify(st));
+    });
+    await citizen.reload();
+    await waitUntil(() => framesOf('error').length === 1, 'the resume is refused');
+    assert.equal(framesOf('error')[0].code, 'not_found');
+    await citizen.getByRole('heading', { name: 'Chatten är avslutad' }).waitFor();
+    const note = citizen.locator('#survey-note');
+    await note.getByText('Tack för ditt svar! Ditt betyg: 5 – Mycket nöjd.').waitFor();
+    assert.doesNotMatch(await note.textContent(), /ändra/);
     assert.ok(await citizen.locator('#survey-form').isHidden());
     assert.equal(await citizen.getByRole('radio').count(), 0);
-    assert.doesNotMatch(await citizen.locator('#survey-note').textContent(), /ändra/);
     assert.ok(await citizen.getByRole('button', { name: 'Starta en ny chatt' }).isVisible());
-    await axe(citizen, 'the chat, ended and rated, after a reload');
+    await axe(citizen, 'the chat, ended and rated, no longer rateable');
+    // The page has given up: a further reload asks nothing.
+    const resumes = net.sent.filter((f) => f.type === 'resume').length;
+    const welcomes = framesOf('welcome').length;
+    await citizen.reload();
+    await waitUntil(() => framesOf('welcome').length === welcomes + 1, 'the reloaded page is welcomed');
+    await citizen.waitForTimeout(200);
+    assert.equal(net.sent.filter((f) => f.type === 'resume').length, resumes);
+    assert.ok(await citizen.locator('#survey-form').isHidden());
     await citizen.context().close();
   });
 
@@ -236,14 +273,29 @@ describe('the satisfaction survey', () => {
     assert.deepEqual(framesOf('rated').map((f) => f.score), [2]);
     await citizen.locator('#survey-note').getByText(/Tack för ditt svar! Ditt betyg: 2 – Missnöjd\./).waitFor();
     assert.equal(framesOf('error').length, 0, JSON.stringify(framesOf('error')));
-    // That connection drops: the next one has nothing to rate, so the form goes; the thanks stay.
+    // That connection drops with the focus on the form: the form stays, and the
+    // page's next connection may rate again (the chat is still in its rating window).
     await citizen.bringToFront();
     await citizen.locator('#rate-button').focus();
+    const endedBefore = framesOf('ended').length;
+    net.refuse = true;
     net.cut();
-    await citizen.locator('#survey-form').waitFor({ state: 'hidden' });
-    assert.equal(await citizen.locator('#survey-note').textContent(), 'Tack för ditt svar! Ditt betyg: 2 – Missnöjd.');
-    assert.equal(await citizen.evaluate(() => document.activeElement.id), 'survey-note', 'focus is not lost with the form');
-    await axe(citizen, 'the chat, ended and rated, connection gone');
+    await citizen.waitForTimeout(100);
+    assert.ok(await citizen.locator('#survey-form').isVisible(), 'the form stays while the connection is down');
+    // Sending now says why it cannot, in words.
+    await survey.getByRole('radio', { name: LABELS[2] }).check();
+    await citizen.getByRole('button', { name: 'Skicka betyg' }).click();
+    await citizen.locator('#survey-note').getByText('Betyget kunde inte skickas eftersom anslutningen till chatten är bruten. Försök igen om en stund.').waitFor();
+    await axe(citizen, 'the chat, ended, survey sent with the connection down');
+    net.refuse = false;
+    await waitUntil(() => framesOf('ended').length === endedBefore + 1, 'the reconnected page asks for the survey again', 15000);
+    // The error goes with the new connection; the rating given before is thanked for again.
+    await citizen.locator('#survey-note', { hasText: 'Tack för ditt svar! Ditt betyg: 2 – Missnöjd.' }).waitFor();
+    await citizen.getByRole('button', { name: 'Skicka betyg' }).click();
+    await waitUntil(() => framesOf('rated').length === 2, 'the server answers the rating from the new connection');
+    assert.deepEqual(framesOf('rated').map((f) => f.score), [2, 3]);
+    await citizen.locator('#survey-note').getByText(/Tack för ditt svar! Ditt betyg: 3 – Varken nöjd eller missnöjd\./).waitFor();
+    assert.equal(framesOf('error').length, 0, JSON.stringify(framesOf('error')));
     await ctx.close();
   });
 });

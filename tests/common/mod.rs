@@ -375,6 +375,7 @@ pub fn core_settings() -> kommunchat::domain::chat::CoreSettings {
         categories: vec!["Övrigt".into()],
         canned_responses: vec![],
         ask_satisfaction: true,
+        rating_window: chrono::TimeDelta::minutes(30),
         notice: kommunchat::protocol::ws::NoticeView {
             organisation: String::new(),
             public_record_notice: String::new(),

@@ -14,7 +14,7 @@ function fresh(lang) {
   return {
     lang, langChosen: false, phase: 'idle', token: null, conversationId: null, lastSeq: 0,
     position: null, wait: null, advisorName: null, errand: null, endReason: null, messages: [],
-    leaveRequested: false, canRate: false, rating: null,
+    leaveRequested: false, canRate: false, rating: null, ratingToken: null,
   };
 }
 function load() {
@@ -38,10 +38,14 @@ let typingSent = false;
 let typingTimer = null;
 let maxBytes = 16384;
 let lastAnnouncedPosition = null;
-// The satisfaction survey: only the connection that received `ended` with
-// `can_rate` may send `rate` (a reload or a reconnect has nothing to rate).
+// The satisfaction survey: only a connection that received `ended` with
+// `can_rate` may send `rate`. After a reload or a reconnect the page asks
+// again with the ended chat's token (`st.ratingToken`): a `resume` within the
+// server's rating window answers `ended` once more, and that connection may rate.
 let rateSocket = null;
 let rateSending = false;
+let reclaiming = false; // a `resume` for the ended chat's survey is unanswered
+let rateOffered = false; // this page has shown the form (a reconnect keeps it)
 let surveyNote = null; // { kind: '' | 'ok' | 'error', key }
 
 // ---------------------------------------------------------------- text
@@ -132,6 +136,7 @@ function connect() {
     ws = null;
     welcome = welcome && { ...welcome, stale: true };
     resuming = false;
+    reclaiming = false;
     if (e.code === 4001) { showBanner(t('elsewhere'), false); return; }
     if (active()) setLost(true);
     scheduleReconnect();
@@ -188,8 +193,11 @@ function handle(f) {
       if (active() && st.token) {
         resuming = true;
         send({ type: 'resume', token: st.token, last_seq: st.lastSeq });
-      } else if (lost) {
-        setLost(false);
+      } else {
+        if (st.phase === 'ended' && st.canRate && st.ratingToken) {
+          reclaiming = send({ type: 'resume', token: st.ratingToken, last_seq: st.lastSeq });
+        }
+        if (lost) setLost(false);
       }
       render();
       break;
@@ -266,6 +274,7 @@ function handle(f) {
       announce($('inactivity').textContent);
       break;
     case 'ended':
+      if (reclaiming) { surveyReclaimed(f.can_rate === true); break; }
       // Also the answer to a `resume` when the chat ended while the connection was down.
       resuming = false;
       if (lost) { lost = false; $('conn-banner').hidden = true; }
@@ -291,6 +300,10 @@ function handle(f) {
 }
 
 function onError(f) {
+  if (reclaiming && f.code === 'not_found') {
+    surveyReclaimed(false);
+    return;
+  }
   if (resuming && f.code === 'not_found') {
     resuming = false;
     setLost(false);
@@ -318,7 +331,7 @@ function onError(f) {
     // The only request this page sends after `ended` is `rate`.
     rateSending = false;
     const hadFocus = $('survey-form').contains(document.activeElement);
-    if (f.code === 'invalid_state') rateSocket = null; // nothing to rate on this connection any more
+    if (f.code === 'invalid_state') { rateSocket = null; st.ratingToken = null; save(); } // nothing more to rate
     surveyNote = { kind: 'error', key: f.code === 'invalid_state' ? 'surveyClosed' : f.code === 'invalid_field' ? 'surveyInvalid' : 'surveyFailed' };
     renderSurvey();
     announce(t(surveyNote.key));
@@ -338,7 +351,9 @@ function endChat(errand, reason, canRate = false) {
   st.endReason = reason;
   st.canRate = canRate;
   st.rating = canRate ? { choice: null, score: null } : null;
+  st.ratingToken = canRate ? st.token : null;
   rateSocket = canRate ? ws : null;
+  rateOffered = canRate;
   rateSending = false;
   surveyNote = null;
   st.token = null;
@@ -532,9 +547,11 @@ function renderEnded() {
 function surveyOpen() { return rateSocket !== null && ws === rateSocket && ws.readyState === WebSocket.OPEN; }
 function renderSurvey() {
   const rated = Boolean(st.rating && st.rating.score != null);
-  // After a reload the connection is new and has nothing to rate: the form
-  // goes, a rating already given is still thanked for.
-  const usable = st.phase === 'ended' && st.canRate && rateSocket !== null;
+  // The form shows while the chat can still be rated: on the connection that
+  // may rate, or between connections once this page has offered it (a
+  // reloaded page waits for the server's answer). When the window has passed
+  // the form goes; a rating already given is still thanked for.
+  const usable = st.phase === 'ended' && st.canRate && Boolean(st.ratingToken) && (rateSocket !== null || rateOffered);
   const note = surveyNote || (rated ? { kind: 'ok', key: 'surveyThanks' } : null);
   $('survey').hidden = !(st.phase === 'ended' && st.canRate && (usable || note));
   $('survey-form').hidden = !usable;
@@ -558,17 +575,40 @@ function surveyError(key) {
   renderSurvey();
   announce(t(key));
 }
-/** The connection that could send the rating is gone; a new one has nothing to rate. */
+/**
+ * The connection that could send the rating is gone. The form stays: the next
+ * connection asks for the survey again (`surveyReclaimed`). A rating that was
+ * on its way may not have been stored, so it says so.
+ */
 function surveyConnectionLost() {
   rateSocket = null;
-  rateSending = false;
-  if (st.phase !== 'ended' || !st.canRate) return;
+  if (rateSending) {
+    rateSending = false;
+    if (st.phase === 'ended' && st.canRate) surveyError('surveyNoConnection');
+  }
+}
+/** The server's answer to the page asking for the ended chat's survey again. */
+function surveyReclaimed(canRate) {
+  reclaiming = false;
+  if (st.phase !== 'ended' || !st.canRate || !st.ratingToken) return; // a new chat was started meanwhile
   const hadFocus = $('survey-form').contains(document.activeElement);
+  if (canRate) {
+    rateSocket = ws;
+    rateOffered = true;
+    if (surveyNote && surveyNote.key === 'surveyNoConnection') surveyNote = null;
+    renderSurvey();
+    return;
+  }
+  // Too late: the chat can no longer be rated.
+  st.ratingToken = null;
+  rateSocket = null;
+  save();
   const rated = Boolean(st.rating && st.rating.score != null);
-  surveyNote = rated ? { kind: 'ok', key: 'surveyThanks' } : { kind: '', key: 'surveyLost' };
+  const wasShown = rateOffered;
+  surveyNote = rated ? { kind: 'ok', key: 'surveyThanks' } : wasShown ? { kind: '', key: 'surveyClosed' } : null;
   renderSurvey();
-  if (!rated) announce(t('surveyLost'));
-  if (hadFocus) $('survey-note').focus();
+  if (wasShown && !rated) announce(t('surveyClosed'));
+  if (hadFocus && !$('survey-note').hidden) $('survey-note').focus();
 }
 function showStartError(text) {
   $('start-error').textContent = text;
@@ -689,6 +729,7 @@ function wire() {
     save();
     rateSocket = null;
     rateSending = false;
+    rateOffered = false; // an unanswered `resume` for the survey finds the phase changed
     surveyNote = null;
     $('messages').replaceChildren();
     $('inactivity').hidden = true;
