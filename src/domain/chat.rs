@@ -19,7 +19,7 @@ use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::admission::{self, Admission, AdmissionPolicy, RefusalReason};
-use super::client_ids::{ClientIds, ClientMessage};
+use super::client_ids::ClientIds;
 use super::hours::{OpenStatus, OpeningHours, local_date};
 use super::queue::{QueueKey, WaitQueue};
 use crate::protocol::hours::reason_now;
@@ -315,7 +315,28 @@ struct Conversation {
     last_sent_tick: u64,
 }
 
+/// Whether a message is durable yet (in the history) or still pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    Yes,
+    No,
+}
+
 impl Conversation {
+    /// The message `seq`, if it is `sender`'s under client id `cid`: pending
+    /// (a few at most, searched in order) or in the history (in `seq` order,
+    /// with gaps where a message failed to store, so searched by halves).
+    fn sent_message(&self, seq: u64, sender: Sender, cid: &str) -> Option<(&MessageView, Durable)> {
+        let found = match self.pending.iter().find(|(s, _)| *s == seq) {
+            Some((_, p)) => (&p.view, Durable::No),
+            None => {
+                let i = self.history.binary_search_by_key(&seq, |m| m.seq).ok()?;
+                (&self.history[i], Durable::Yes)
+            }
+        };
+        (found.0.sender == sender && found.0.client_msg_id.as_deref() == Some(cid)).then_some(found)
+    }
+
     fn chat_view(&self, now_connected: bool) -> ChatView {
         ChatView {
             conversation_id: self.id.to_string(),
@@ -525,11 +546,7 @@ impl ChatCore {
             for m in &mut history {
                 m.personnummer = !super::personnummer::find(&m.text, local_date(m.sent_at).year()).is_empty();
                 if let Some(cid) = &m.client_msg_id {
-                    client_ids.insert(
-                        m.sender,
-                        cid.clone(),
-                        ClientMessage::Stored { text: m.text.clone(), seq: m.seq, at: m.sent_at },
-                    );
+                    client_ids.insert(m.sender, cid.clone(), m.seq);
                 }
             }
             let next_seq = history.last().map_or(1, |m| m.seq + 1);
@@ -1222,24 +1239,29 @@ impl ChatCore {
             return;
         }
         let text: Arc<str> = text.into();
-        match c.client_ids.claim(sender, &cid, &text) {
-            Some(ClientMessage::Pending { text: earlier }) if **earlier == *text => return,
-            Some(ClientMessage::Stored { text: earlier, seq, at }) if **earlier == *text => {
-                let (seq, at) = (*seq, *at);
-                if let Some(conn) = reply_conn {
-                    out.push(ack(conn, sender, id, cid, seq, at));
+        if let Some(earlier) = c.client_ids.claim(sender, &cid, c.next_seq) {
+            match c.sent_message(earlier, sender, &cid) {
+                // A retry of a message on its way: its ack follows when it is durable.
+                Some((m, Durable::No)) if *m.text == *text => return,
+                Some((m, Durable::Yes)) if *m.text == *text => {
+                    let (seq, at) = (m.seq, m.sent_at);
+                    if let Some(conn) = reply_conn {
+                        out.push(ack(conn, sender, id, cid, seq, at));
+                    }
+                    return;
                 }
-                return;
+                Some(_) => {
+                    out.extend(reply(
+                        ErrorCode::Conflict,
+                        "this client_msg_id was already used for a different message".into(),
+                        Some(cid),
+                    ));
+                    return;
+                }
+                // Not kept after all (the ids are removed with a failed
+                // message, so this does not happen): a new message.
+                None => c.client_ids.insert(sender, cid.clone(), c.next_seq),
             }
-            Some(_) => {
-                out.extend(reply(
-                    ErrorCode::Conflict,
-                    "this client_msg_id was already used for a different message".into(),
-                    Some(cid),
-                ));
-                return;
-            }
-            None => {}
         }
         // A chat sent back to the queue has been read: the chat's own limit holds.
         let (limit, full) = match c.phase {
@@ -1380,13 +1402,7 @@ impl ChatCore {
         let (_, p) = c.pending.remove(i);
         let view = p.view;
         let sender = view.sender;
-        if let Some(cid) = &view.client_msg_id {
-            c.client_ids.insert(
-                sender,
-                cid.clone(),
-                ClientMessage::Stored { text: view.text.clone(), seq, at: view.sent_at },
-            );
-        }
+        // Its client id already maps to `seq`; in the history it is durable.
         c.history.push(view.clone());
         let advisor_conn = match c.phase {
             Phase::Chatting(a) | Phase::WrapUp(a) => self.advisors.get(&a).and_then(|a| a.conn),
