@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::client::{self, Ws};
 use crate::open_loop::{Receipts, sent_at};
-use crate::peers::{PeerResult, RelaySide, free_port, pinned, wait_for};
+use crate::peer_relay::{PeerResult, RelaySide, free_port, pinned, wait_for};
 
 const EJABBERDCTL: &str = "/usr/sbin/ejabberdctl";
 const EPMD: &str = "/usr/bin/epmd";
@@ -49,7 +49,7 @@ pub async fn relay(
     let jids: Vec<String> = sessions.iter().map(|s| s.jid.clone()).collect();
     // Users 2i and 2i + 1 are partners.
     let sides = sessions.into_iter().enumerate().map(|(n, session)| side(session, jids[n ^ 1].clone())).collect();
-    let result = crate::peers::relay("ejabberd", instance.beam_pid, sides, rate, seconds, smooth).await;
+    let result = crate::peer_relay::relay("ejabberd", instance.beam_pid, sides, rate, seconds, smooth).await;
     instance.stop();
     Ok(result)
 }

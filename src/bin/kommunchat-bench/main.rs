@@ -12,6 +12,7 @@
 mod client;
 mod ejabberd;
 mod open_loop;
+mod peer_relay;
 mod peers;
 mod report;
 mod scenarios;
@@ -99,7 +100,7 @@ pub struct Results {
     pub reconnect: Option<scenarios::ReconnectResult>,
     /// The reconnect storm caused by a restart of the server.
     pub restart: Option<scenarios::ReconnectResult>,
-    pub peers: Vec<peers::PeerResult>,
+    pub peers: Vec<peer_relay::PeerResult>,
     pub notes: Vec<String>,
 }
 

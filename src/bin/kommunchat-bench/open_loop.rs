@@ -13,7 +13,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::{Error, Message};
 
-use crate::scenarios::histogram;
+/// A latency histogram: 1 µs to 60 s in nanoseconds, 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
+}
 
 /// Size of every payload, whatever the protocol wraps around it.
 pub const PAYLOAD_BYTES: usize = 200;

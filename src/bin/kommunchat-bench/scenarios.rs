@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Ws};
-use crate::open_loop::{Timeline, payload, releases, sent_at};
+use crate::open_loop::{Timeline, histogram, payload, releases, sent_at};
 use crate::server::{ServerProcess, cpu_seconds, rss_bytes};
 
 /// Latency percentiles in microseconds.
@@ -86,11 +86,6 @@ const ASSIGNMENT_METRIC: &str = "kommunchat_assignment_latency_seconds";
 
 /// The server's histogram of the time each durable write (batch) took.
 const STORAGE_WRITE_METRIC: &str = "kommunchat_storage_write_seconds";
-
-pub fn histogram() -> Histogram<u64> {
-    // 1 µs to 60 s in nanoseconds, 3 significant digits.
-    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("histogram"))
-}
 
 // ------------------------------------------------------------ connections
 
