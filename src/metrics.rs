@@ -28,6 +28,14 @@ pub struct StatusLabel {
     pub status: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScoreLabel {
+    pub score: &'static str,
+}
+
+/// The satisfaction scores as label values, 1 to 5.
+const SCORES: [&str; 5] = ["1", "2", "3", "4", "5"];
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +55,7 @@ pub struct Metrics {
     assignment: Histogram,
     frames_rate_limited: Family<RoleLabel, Counter>,
     connections_dropped: Family<ReasonLabel, Counter>,
+    satisfaction_ratings: Family<ScoreLabel, Counter>,
 }
 
 /// Why the server dropped a connection (`kommunchat_connections_dropped_total`).
@@ -138,6 +147,12 @@ impl Metrics {
              too_slow (did not read its frames), idle (silent past the timeout)",
             connections_dropped.clone(),
         );
+        let satisfaction_ratings = Family::<ScoreLabel, Counter>::default();
+        registry.register(
+            "satisfaction_ratings",
+            "Citizens' satisfaction ratings stored, by score (1-5); a changed rating counts again",
+            satisfaction_ratings.clone(),
+        );
         Metrics {
             registry,
             queue_waiting,
@@ -156,6 +171,7 @@ impl Metrics {
             assignment,
             frames_rate_limited,
             connections_dropped,
+            satisfaction_ratings,
         }
     }
 
@@ -198,8 +214,19 @@ impl Metrics {
                 _ => {}
             }
         }
-        let relayed = results.iter().filter(|r| matches!(r, Committed::Message { .. })).count();
-        self.messages_relayed.inc_by(relayed as u64);
+        let mut relayed = 0;
+        for result in results {
+            match result {
+                Committed::Message { .. } => relayed += 1,
+                Committed::Rated { score, .. } => {
+                    if let Some(&score) = SCORES.get(usize::from(*score).wrapping_sub(1)) {
+                        self.satisfaction_ratings.get_or_create(&ScoreLabel { score }).inc();
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.messages_relayed.inc_by(relayed);
     }
 
     /// The text exposition, with the live gauges brought up to date.
@@ -224,6 +251,9 @@ impl Metrics {
         }
         for reason in DROP_REASONS {
             let _ = self.connections_dropped.get_or_create(&ReasonLabel { reason });
+        }
+        for score in SCORES {
+            let _ = self.satisfaction_ratings.get_or_create(&ScoreLabel { score });
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -185,7 +185,12 @@ async fn metrics_scrape_parses() {
     citizen.send(json!({"type": "message", "client_msg_id": "1", "text": "hej"})).await;
     citizen.expect("ack").await;
     advisor.send(json!({"type": "end", "conversation_id": id, "category": "Övrigt"})).await;
-    citizen.expect("ended").await;
+    assert_eq!(citizen.expect("ended").await["can_rate"], true);
+    // Rated 2, then changed to 4: both ratings were stored, so both count.
+    for score in [2, 4] {
+        citizen.send(json!({"type": "rate", "score": score})).await;
+        assert_eq!(citizen.expect("rated").await["score"], score);
+    }
     let (_waiting, _) = server.queued_citizen("B").await; // anna is still available: assigned
     // Wait for the once-a-second live figures.
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
@@ -216,6 +221,9 @@ async fn metrics_scrape_parses() {
     assert!(scrape.samples.iter().any(|s| s.metric == "kommunchat_storage_write_seconds"));
     // Two chats were handed to an advisor, each timed once.
     assert_eq!(value("kommunchat_assignment_latency_seconds_count", None), 2.0);
+    for (score, count) in [("1", 0.0), ("2", 1.0), ("3", 0.0), ("4", 1.0), ("5", 0.0)] {
+        assert_eq!(value("kommunchat_satisfaction_ratings_total", Some(("score", score))), count, "score {score}");
+    }
     for name in ["kommunchat_queue_waiting", "kommunchat_queue_longest_wait_seconds"] {
         assert!(scrape.samples.iter().any(|s| s.metric == name), "{name}");
     }
