@@ -17,7 +17,8 @@ on_both_backends!(
     queue_and_chats_survive_a_restart,
     a_chat_in_wrap_up_goes_back_to_its_advisor,
     a_wrap_up_of_a_removed_advisor_is_closed_as_it_stands,
-    an_advisors_status_survives_a_restart_until_the_grace_period_ends
+    an_advisors_status_survives_a_restart_until_the_grace_period_ends,
+    a_chat_that_ended_before_a_restart_can_still_be_rated
 );
 
 /// A new connection that resumes with `token`; returns the client and every
@@ -224,6 +225,58 @@ async fn an_advisors_status_survives_a_restart_until_the_grace_period_ends(backe
     server.restart().await;
     let mut anna = Client::connect(server.addr, "/ws/advisor", Some(&anna_cookie)).await;
     assert_eq!(anna.expect("welcome").await["status"], "away");
+    server.stop().await;
+}
+
+/// The rating window outlives a restart: a page reloaded after a deploy can
+/// still rate the chat that ended just before it (a chat without an advisor
+/// has nothing to rate, and its token is forgotten).
+async fn a_chat_that_ended_before_a_restart_can_still_be_rated(backend: Backend) {
+    let mut server = TestServer::start_with(backend, |c| c.chat.rating_window_minutes = 30).await;
+    let mut anna = server.advisor("anna", true).await;
+    let (mut ada, queued) = server.queued_citizen("Ada").await;
+    let ada_token = queued["resume_token"].as_str().expect("token").to_owned();
+    let chat = anna.expect("assigned").await;
+    ada.expect("assigned").await;
+    anna.send(json!({"type": "end", "conversation_id": cid(&chat["chat"]), "category": "Övrigt"})).await;
+    anna.expect("chat_ended").await;
+    let ended = ada.expect("ended").await;
+    assert_eq!(ended["can_rate"], true);
+    // Bo leaves the queue before anyone answered: no errand, nothing to rate.
+    anna.send(json!({"type": "status", "status": "away"})).await;
+    anna.expect("status").await;
+    let (mut bo, queued) = server.queued_citizen("Bo").await;
+    let bo_token = queued["resume_token"].as_str().expect("token").to_owned();
+    bo.send(json!({"type": "leave"})).await;
+    assert_eq!(bo.expect("ended").await["can_rate"], false);
+    drop((anna, ada, bo));
+
+    server.clock.advance(TimeDelta::minutes(5));
+    server.restart().await;
+    let mut back = server.citizen().await;
+    back.expect("welcome").await;
+    back.send(json!({"type": "resume", "token": ada_token, "last_seq": 0})).await;
+    let again = back.expect("ended").await;
+    assert_eq!(
+        (&again["errand_number"], &again["reason"], &again["can_rate"]),
+        (&ended["errand_number"], &ended["reason"], &json!(true))
+    );
+    back.send(json!({"type": "rate", "score": 5})).await;
+    assert_eq!(back.expect("rated").await["score"], 5);
+    let mut bo = server.citizen().await;
+    bo.expect("welcome").await;
+    bo.send(json!({"type": "resume", "token": bo_token, "last_seq": 0})).await;
+    assert_eq!(bo.expect("error").await["code"], "not_found");
+
+    // What is left of the window, counted from the end and not from the restart.
+    server.clock.advance(TimeDelta::minutes(26));
+    common::eventually("the ended token expires 30 minutes after the end", || async {
+        let mut late = server.citizen().await;
+        late.expect("welcome").await;
+        late.send(json!({"type": "resume", "token": ada_token, "last_seq": 0})).await;
+        late.next().await.is_some_and(|f| f["type"] == "error" && f["code"] == "not_found")
+    })
+    .await;
     server.stop().await;
 }
 

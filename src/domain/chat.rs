@@ -76,6 +76,17 @@ pub struct AdvisorProfile {
     pub role: String,
 }
 
+/// A chat that ended with an advisor shortly before the server started:
+/// its citizen may still rate it. See [`ChatCore::restore_ended`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentlyEnded {
+    pub id: ConversationId,
+    pub token_hash: String,
+    pub errand_number: String,
+    pub reason: EndReason,
+    pub ended_at: DateTime<Utc>,
+}
+
 /// An open conversation read back from storage when the server starts, so a
 /// restart (a deploy, a crash) loses no chat: see [`ChatCore::restore`].
 #[derive(Debug, Clone, PartialEq)]
@@ -512,6 +523,27 @@ impl ChatCore {
     /// back to the front of the queue (and those in wrap-up closed as they
     /// stand). Retried messages are recognised by their `client_msg_id` as
     /// before, so nothing acknowledged is stored twice.
+    /// Chats that ended with an advisor before a restart (oldest first):
+    /// for what is left of the rating window their tokens answer a `resume`
+    /// with `ended`, as they would have without the restart, so a page
+    /// reloaded meanwhile can still rate. Called before [`Self::restore`],
+    /// so that the rating window's expiry queue stays in time order.
+    pub fn restore_ended(&mut self, now: DateTime<Utc>, chats: Vec<RecentlyEnded>) {
+        if !self.settings.ask_satisfaction || self.settings.rating_window <= self.settings.citizen_grace {
+            return;
+        }
+        for chat in chats {
+            let until = chat.ended_at + self.settings.rating_window;
+            if until <= now || self.ended_tokens.contains_key(&chat.token_hash) {
+                continue;
+            }
+            self.ended_expiry[1].push_back((until, chat.token_hash.clone()));
+            let ended =
+                EndedChat { conversation: chat.id, errand_number: Some(chat.errand_number), reason: chat.reason };
+            self.ended_tokens.insert(chat.token_hash, ended);
+        }
+    }
+
     pub fn restore(&mut self, now: DateTime<Utc>, conversations: Vec<RestoredConversation>) {
         let restored: Vec<ConversationId> = conversations.iter().map(|r| r.id).collect();
         for r in conversations {

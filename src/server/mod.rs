@@ -118,6 +118,8 @@ impl Server {
             tracing::warn!(interrupted, "open conversations without a resume token were ended as interrupted");
         }
         let open = storage.open_conversations().await.map_err(storage_error)?;
+        let rating_window = TimeDelta::minutes(i64::try_from(config.chat.rating_window_minutes).unwrap_or(0));
+        let recently_ended = storage.recently_ended(clock.now() - rating_window).await.map_err(storage_error)?;
         let available = storage.available_advisors().await.map_err(storage_error)?;
         let handled = storage.recent_handle_seconds(HANDLE_TIMES_LEARNED).await.map_err(storage_error)?;
         ensure_first_admin(&storage, clock.as_ref(), addr).await.map_err(storage_error)?;
@@ -135,6 +137,7 @@ impl Server {
         if !open.is_empty() {
             tracing::info!(restored = open.len(), "open conversations taken up again");
         }
+        core.restore_ended(clock.now(), recently_ended);
         core.restore(clock.now(), open);
         core.restore_available_advisors(clock.now(), &available);
         core.learn_handle_times(&handled);

@@ -24,7 +24,9 @@ pub use message_log::{MessageLog, MessageLogError, Unapplied};
 pub use writer::{OpenLogError, StoreWriter, WriterHandle, open_message_log};
 
 use crate::config::{RetentionConfig, SqliteSynchronous as SyncSetting, StorageConfig};
-use crate::domain::chat::{AdvisorProfile, Committed, ConversationId, RestoredConversation, StoreOp, UserId};
+use crate::domain::chat::{
+    AdvisorProfile, Committed, ConversationId, RecentlyEnded, RestoredConversation, StoreOp, UserId,
+};
 use crate::domain::stats::{ConversationFacts, RefusalFact};
 use crate::protocol::ws::{EndReason, MessageView, Sender};
 use tokio::sync::mpsc;
@@ -747,6 +749,40 @@ impl Storage {
             restored
         });
         Ok(restored)
+    }
+
+    /// Chats that ended with an advisor (an errand) since `since` and are
+    /// not in wrap-up, oldest first, for [`ChatCore::restore_ended`].
+    ///
+    /// [`ChatCore::restore_ended`]: crate::domain::chat::ChatCore::restore_ended
+    pub async fn recently_ended(&self, since: DateTime<Utc>) -> Result<Vec<RecentlyEnded>, StorageError> {
+        let ended = on_db!(&self.db, pool => {
+            sqlx::query(
+                "SELECT id, resume_token_hash, errand_number, end_reason, ended_at FROM conversations \
+                 WHERE ended_at >= $1 AND wrap_up_pending = 0 AND errand_number IS NOT NULL \
+                 AND resume_token_hash IS NOT NULL ORDER BY ended_at",
+            )
+            .bind(since.timestamp_millis())
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|row| -> Result<Option<RecentlyEnded>, sqlx::Error> {
+                let id: String = row.try_get("id")?;
+                let Ok(id) = uuid::Uuid::parse_str(&id) else {
+                    return Ok(None);
+                };
+                let reason: Option<String> = row.try_get("end_reason")?;
+                Ok(Some(RecentlyEnded {
+                    id,
+                    token_hash: row.try_get("resume_token_hash")?,
+                    errand_number: row.try_get("errand_number")?,
+                    reason: reason.as_deref().and_then(EndReason::parse).unwrap_or(EndReason::AdvisorEnded),
+                    ended_at: from_millis(row.try_get("ended_at")?),
+                }))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(ended.into_iter().flatten().collect())
     }
 
     /// How long the last `limit` served chats took, from their first advisor
