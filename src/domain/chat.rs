@@ -513,16 +513,6 @@ impl ChatCore {
         &self.settings
     }
 
-    /// Takes up the conversations the last run left open, before any
-    /// connection: those waiting go back into the queue at their places,
-    /// those with an advisor stay with that advisor, and those in wrap-up go
-    /// back to their advisor to close. Nobody is connected yet, so each side
-    /// gets its grace period from `now` to come back, exactly as after a
-    /// dropped connection: a citizen who does not resume in time leaves the
-    /// chat, and an advisor who does not return in time has the chats sent
-    /// back to the front of the queue (and those in wrap-up closed as they
-    /// stand). Retried messages are recognised by their `client_msg_id` as
-    /// before, so nothing acknowledged is stored twice.
     /// Chats that ended with an advisor before a restart (oldest first):
     /// for what is left of the rating window their tokens answer a `resume`
     /// with `ended`, as they would have without the restart, so a page
@@ -544,6 +534,16 @@ impl ChatCore {
         }
     }
 
+    /// Takes up the conversations the last run left open, before any
+    /// connection: those waiting go back into the queue at their places,
+    /// those with an advisor stay with that advisor, and those in wrap-up go
+    /// back to their advisor to close. Nobody is connected yet, so each side
+    /// gets its grace period from `now` to come back, exactly as after a
+    /// dropped connection: a citizen who does not resume in time leaves the
+    /// chat, and an advisor who does not return in time has the chats sent
+    /// back to the front of the queue (and those in wrap-up closed as they
+    /// stand). Retried messages are recognised by their `client_msg_id` as
+    /// before, so nothing acknowledged is stored twice.
     pub fn restore(&mut self, now: DateTime<Utc>, conversations: Vec<RestoredConversation>) {
         let restored: Vec<ConversationId> = conversations.iter().map(|r| r.id).collect();
         for r in conversations {
@@ -1467,10 +1467,6 @@ impl ChatCore {
         }
     }
 
-    /// The citizen's side of a conversation is over: its token and connection let go.
-    /// Lets `conn`, which is told that `conversation` ended, rate it if an
-    /// advisor took part (it has an errand) and the survey is on; returns
-    /// whether it may (the `ended` frame's `can_rate`).
     /// An ended chat's token answers a `resume` with `ended` for the grace
     /// period, or, when the citizen may rate the chat, for the rating window
     /// if that is longer: a reloaded page or a dropped connection can still
@@ -1486,6 +1482,9 @@ impl ChatCore {
         self.ended_tokens.insert(token_hash, ended);
     }
 
+    /// Lets `conn`, which is told that `conversation` ended, rate it if an
+    /// advisor took part (it has an errand) and the survey is on; returns
+    /// whether it may (the `ended` frame's `can_rate`).
     fn offer_rating(&mut self, conn: ConnId, conversation: ConversationId, had_advisor: bool) -> bool {
         let can_rate = self.settings.ask_satisfaction && had_advisor;
         if let Some(state) = self.citizen_conns.get_mut(&conn) {
@@ -1494,6 +1493,7 @@ impl ChatCore {
         can_rate
     }
 
+    /// The citizen's side of a conversation is over: its token and connection let go.
     fn detach_citizen(&mut self, now: DateTime<Utc>, id: ConversationId) {
         let Some(c) = self.conversations.get_mut(&id) else {
             return;
