@@ -649,10 +649,7 @@ async fn an_ended_chat_can_be_rated_from_a_new_connection_for_the_rating_window(
     // After the window the token is unknown: nothing more can be rated.
     server.clock.advance(TimeDelta::minutes(11));
     common::eventually("the ended token expires after the rating window", || async {
-        let mut late = server.citizen().await;
-        late.expect("welcome").await;
-        late.send(json!({"type": "resume", "token": token, "last_seq": 0})).await;
-        late.next().await.is_some_and(|f| f["type"] == "error" && f["code"] == "not_found")
+        server.resume_is_not_found(&token).await
     })
     .await;
     assert_eq!(stored_scores(&server).await, [4]);
@@ -763,10 +760,7 @@ async fn a_vanished_citizen_is_abandoned_after_the_grace_period() {
     // … and then it is dead.
     server.clock.advance(TimeDelta::seconds(61));
     common::eventually("the ended token expires", || async {
-        let mut again = server.citizen().await;
-        again.expect("welcome").await;
-        again.send(json!({"type": "resume", "token": queued["resume_token"], "last_seq": 0})).await;
-        again.next().await.is_some_and(|f| f["type"] == "error" && f["code"] == "not_found")
+        server.resume_is_not_found(queued["resume_token"].as_str().expect("token")).await
     })
     .await;
 }

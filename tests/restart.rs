@@ -271,10 +271,7 @@ async fn a_chat_that_ended_before_a_restart_can_still_be_rated(backend: Backend)
     // What is left of the window, counted from the end and not from the restart.
     server.clock.advance(TimeDelta::minutes(26));
     common::eventually("the ended token expires 30 minutes after the end", || async {
-        let mut late = server.citizen().await;
-        late.expect("welcome").await;
-        late.send(json!({"type": "resume", "token": ada_token, "last_seq": 0})).await;
-        late.next().await.is_some_and(|f| f["type"] == "error" && f["code"] == "not_found")
+        server.resume_is_not_found(&ada_token).await
     })
     .await;
     server.stop().await;

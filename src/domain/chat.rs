@@ -527,10 +527,9 @@ impl ChatCore {
             if until <= now || self.ended_tokens.contains_key(&chat.token_hash) {
                 continue;
             }
-            self.ended_expiry[1].push_back((until, chat.token_hash.clone()));
             let ended =
                 EndedChat { conversation: chat.id, errand_number: Some(chat.errand_number), reason: chat.reason };
-            self.ended_tokens.insert(chat.token_hash, ended);
+            self.remember_ended(chat.ended_at, chat.token_hash, ended);
         }
     }
 
@@ -1470,15 +1469,15 @@ impl ChatCore {
     /// An ended chat's token answers a `resume` with `ended` for the grace
     /// period, or, when the citizen may rate the chat, for the rating window
     /// if that is longer: a reloaded page or a dropped connection can still
-    /// rate it.
-    fn remember_ended(&mut self, now: DateTime<Utc>, token_hash: String, ended: EndedChat) {
+    /// rate it. Both count from `ended_at`.
+    fn remember_ended(&mut self, ended_at: DateTime<Utc>, token_hash: String, ended: EndedChat) {
         let rateable = self.settings.ask_satisfaction && ended.errand_number.is_some();
         let (queue, lifetime) = if rateable && self.settings.rating_window > self.settings.citizen_grace {
             (1, self.settings.rating_window)
         } else {
             (0, self.settings.citizen_grace)
         };
-        self.ended_expiry[queue].push_back((now + lifetime, token_hash.clone()));
+        self.ended_expiry[queue].push_back((ended_at + lifetime, token_hash.clone()));
         self.ended_tokens.insert(token_hash, ended);
     }
 

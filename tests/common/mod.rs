@@ -190,6 +190,15 @@ impl TestServer {
         Client::connect(self.addr, "/ws/citizen", None).await
     }
 
+    /// Whether a new connection's `resume` with `token` is answered
+    /// `not_found` (the token is unknown, or no longer remembered).
+    pub async fn resume_is_not_found(&self, token: &str) -> bool {
+        let mut c = self.citizen().await;
+        c.expect("welcome").await;
+        c.send(json!({"type": "resume", "token": token, "last_seq": 0})).await;
+        c.next().await.is_some_and(|f| f["type"] == "error" && f["code"] == "not_found")
+    }
+
     /// A connected citizen that has started a chat; returns the `queued` frame too.
     pub async fn queued_citizen(&self, name: &str) -> (Client, Value) {
         let mut c = self.citizen().await;
