@@ -158,7 +158,12 @@ fn init_logging(config: &Config) {
     let filter = std::env::var("KOMMUNCHAT_LOG").unwrap_or_else(|_| config.log.level.clone());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a service's standard error goes to
+    // journald or a file, where escape codes are noise in every line.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -156,10 +156,16 @@ fn the_server_starts_with_no_config_and_answers() {
         .current_dir(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
     let mut child = common::ChildGuard(child);
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).expect("utf-8 log");
+        text
+    });
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut admin_password = None;
@@ -197,6 +203,10 @@ fn the_server_starts_with_no_config_and_answers() {
         assert!(std::time::Instant::now() < deadline, "stops within 15 s");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Standard error is not a terminal here (as under systemd): plain text.
+    let log = log.join().expect("the log reader");
+    assert!(log.contains("kommunchat started"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no terminal escape codes in a log that goes to a pipe: {log:?}");
     // A second start finds the admin and prints no password.
     let out = kommunchat().current_dir(dir.path()).args(["user", "list"]).output().expect("runs");
     assert!(String::from_utf8_lossy(&out.stdout).contains("admin"));
