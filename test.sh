@@ -26,6 +26,10 @@ cargo nextest run --all-targets --locked --no-fail-fast
 # something); no timing is judged here.
 cargo build --bins --locked
 target/debug/kommunchat-bench --smoke --server target/debug/kommunchat --out target/bench-smoke
+# The relay once more with the server on PostgreSQL (a scratch database,
+# dropped afterwards).
+target/debug/kommunchat-bench --smoke --only relay --server target/debug/kommunchat \
+  --postgres "${KOMMUNCHAT_TEST_PG:-postgres://postgres@127.0.0.1:5432}/postgres" --out target/bench-smoke-pg
 
 # The web pages in a real browser (Chromium via playwright-core), with axe-core.
 ./tests/browser/run.sh

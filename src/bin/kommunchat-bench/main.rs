@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde::Serialize;
 
-use server::ServerProcess;
+use server::{Database, ServerProcess};
 
 #[derive(Debug, Parser)]
 #[command(name = "kommunchat-bench", about = "Load generator and benchmark harness for kommunchat")]
@@ -67,8 +67,14 @@ struct Args {
     only: Option<String>,
     /// SQLite durability for the relay: full (fsync per group commit, survives
     /// power loss) or normal (survives a crash of the process).
-    #[arg(long, default_value = "full")]
+    #[arg(long, default_value = "full", value_parser = ["full", "normal"])]
     sync: String,
+    /// Run kommunchat on PostgreSQL instead of SQLite, every scenario: a new
+    /// database for each server started, created through this URL (a role
+    /// that may create databases, e.g. postgres://postgres@127.0.0.1/postgres)
+    /// and dropped afterwards.
+    #[arg(long, conflicts_with = "sync")]
+    postgres: Option<String>,
     /// Relay messages evenly spaced, released by a thread of the generator's
     /// own, rather than by tokio's timer (which sends the messages due within
     /// each millisecond together). See `open_loop::releases`.
@@ -190,10 +196,19 @@ async fn run(args: Args, binary: PathBuf, command: String, machine: Machine) -> 
         notes: Vec::new(),
     };
 
+    let relay_database = match &args.postgres {
+        Some(admin_url) => Database::Postgres { admin_url: admin_url.clone() },
+        None => Database::Sqlite { synchronous: args.sync.clone() },
+    };
+    // The other scenarios: the default durability, or PostgreSQL.
+    let database = match &args.postgres {
+        Some(_) => relay_database.clone(),
+        None => Database::Sqlite { synchronous: "full".into() },
+    };
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| o.split(',').any(|s| s.trim() == name));
     if wanted("connections") {
         eprintln!("connections: {}", args.connections);
-        let srv = ServerProcess::start(&binary, cpu, 3, "full")?;
+        let srv = ServerProcess::start(&binary, cpu, 3, &database)?;
         let (connections, held) = scenarios::connections(&srv, args.connections).await;
         drop(held);
         srv.stop();
@@ -206,32 +221,32 @@ async fn run(args: Args, binary: PathBuf, command: String, machine: Machine) -> 
         Vec::new()
     };
     for rate in rates {
-        eprintln!("relay: {rate} msg/s, {} pairs, durable (SQLite synchronous={})", args.pairs, args.sync);
-        let srv = ServerProcess::start(&binary, cpu, 50, &args.sync)?;
+        eprintln!("relay: {rate} msg/s, {} pairs, durable ({})", args.pairs, relay_database.label());
+        let srv = ServerProcess::start(&binary, cpu, 50, &relay_database)?;
         let advisors = args.pairs.div_ceil(50).max(1);
         let mut relay = scenarios::relay(&srv, &binary, args.pairs, advisors, rate, args.seconds, args.smooth).await?;
-        relay.sqlite_synchronous = args.sync.clone();
+        relay.storage = relay_database.label();
         srv.stop();
         results.relay.push(relay);
     }
 
     if wanted("surge") {
         eprintln!("surge: {} citizens, {} advisors", args.surge, args.surge_advisors);
-        let srv = ServerProcess::start(&binary, cpu, 1, "full")?;
+        let srv = ServerProcess::start(&binary, cpu, 1, &database)?;
         results.surge = Some(scenarios::surge(&srv, &binary, args.surge, args.surge_advisors).await?);
         srv.stop();
     }
 
     if wanted("reconnect") {
         eprintln!("reconnect storm: {} clients", args.storm);
-        let mut srv = ServerProcess::start(&binary, cpu, 3, "full")?;
+        let mut srv = ServerProcess::start(&binary, cpu, 3, &database)?;
         results.reconnect = Some(scenarios::reconnect_storm(&mut srv, args.storm, false).await?);
         srv.stop();
     }
 
     if wanted("restart") {
         eprintln!("restart storm: {} clients, the server restarted under them", args.storm);
-        let mut srv = ServerProcess::start(&binary, cpu, 3, "full")?;
+        let mut srv = ServerProcess::start(&binary, cpu, 3, &database)?;
         results.restart = Some(scenarios::reconnect_storm(&mut srv, args.storm, true).await?);
         srv.stop();
     }

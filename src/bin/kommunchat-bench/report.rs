@@ -110,8 +110,8 @@ pub fn markdown(r: &Results) -> String {
         for x in &r.relay {
             let _ = writeln!(
                 s,
-                "| kommunchat | SQLite synchronous={} | {:.0}/s | {:.0}/s | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.1}% | {} | {:.0}% | {:.0}% |",
-                x.sqlite_synchronous,
+                "| kommunchat | {} | {:.0}/s | {:.0}/s | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.1}% | {} | {:.0}% | {:.0}% |",
+                x.storage,
                 x.target_rate_per_s,
                 x.achieved_rate_per_s,
                 x.latency.p50_us,
@@ -153,11 +153,14 @@ pub fn markdown(r: &Results) -> String {
             let logs: Vec<String> = r
                 .relay
                 .iter()
-                .map(|x| {
-                    format!("{:.0}/s {:.1} MiB", x.target_rate_per_s, x.sqlite_log_bytes as f64 / (1 << 20) as f64)
+                .filter_map(|x| {
+                    let bytes = x.sqlite_log_bytes?;
+                    Some(format!("{:.0}/s {:.1} MiB", x.target_rate_per_s, bytes as f64 / (1 << 20) as f64))
                 })
                 .collect();
-            let _ = writeln!(s, "\nkommunchat's SQLite log (`-wal`) when each run ended: {}.", logs.join(", "));
+            if !logs.is_empty() {
+                let _ = writeln!(s, "\nkommunchat's SQLite log (`-wal`) when each run ended: {}.", logs.join(", "));
+            }
             let writes: Vec<String> = r
                 .relay
                 .iter()
@@ -177,7 +180,7 @@ pub fn markdown(r: &Results) -> String {
             if !writes.is_empty() {
                 let _ = writeln!(
                     s,
-                    "\nThe server's own durable writes (`kommunchat_storage_write_seconds`: one append to the message log, with one `fdatasync` under `synchronous=full`; every message waits for one): {}.",
+                    "\nThe server's own durable writes (`kommunchat_storage_write_seconds`: on SQLite one append to the message log, with one `fdatasync` under `synchronous=full`; on PostgreSQL one transaction; every message waits for one): {}.",
                     writes.join("; ")
                 );
             }

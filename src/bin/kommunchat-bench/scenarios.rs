@@ -172,7 +172,9 @@ async fn connect_advisors(addr: SocketAddr, count: usize) -> Result<Vec<Ws>, Str
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayResult {
-    pub sqlite_synchronous: String,
+    /// The server's storage, as the table names it (`SQLite
+    /// synchronous=full`, `PostgreSQL`).
+    pub storage: String,
     pub pairs: usize,
     pub target_rate_per_s: f64,
     pub achieved_rate_per_s: f64,
@@ -184,8 +186,9 @@ pub struct RelayResult {
     pub server_cpu_percent: f64,
     pub bench_cpu_percent: f64,
     /// Size of the server's SQLite log (`-wal`) when the run ended: bounded
-    /// (about 32-64 MiB at most) however long the load lasts.
-    pub sqlite_log_bytes: u64,
+    /// (about 32-64 MiB at most) however long the load lasts. `None` on
+    /// PostgreSQL.
+    pub sqlite_log_bytes: Option<u64>,
     /// The server's own time per durable write over the run (its
     /// `kommunchat_storage_write_seconds`): with the message log, one append
     /// and, under `synchronous=full`, one `fdatasync`. Every message waits
@@ -335,7 +338,7 @@ pub async fn relay(
         _ => None,
     };
     Ok(RelayResult {
-        sqlite_synchronous: String::new(),
+        storage: String::new(),
         pairs,
         target_rate_per_s: rate,
         achieved_rate_per_s: received as f64 / seconds,

@@ -7,6 +7,27 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// Where the server under test keeps its data.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// Embedded SQLite in the run's directory, with this `synchronous`.
+    Sqlite { synchronous: String },
+    /// A new database on this PostgreSQL server for every server started,
+    /// created through `admin_url` (a connection that may `CREATE DATABASE`)
+    /// and dropped when that server is done.
+    Postgres { admin_url: String },
+}
+
+impl Database {
+    /// How the results name it.
+    pub fn label(&self) -> String {
+        match self {
+            Database::Sqlite { synchronous } => format!("SQLite synchronous={synchronous}"),
+            Database::Postgres { .. } => "PostgreSQL".into(),
+        }
+    }
+}
+
 /// A kommunchat process with its own data directory.
 pub struct ServerProcess {
     pub child: Child,
@@ -14,6 +35,8 @@ pub struct ServerProcess {
     pub dir: tempfile::TempDir,
     binary: PathBuf,
     cpu: Option<usize>,
+    /// Dropped after the process (fields drop after `Drop::drop`).
+    scratch_database: Option<ScratchDatabase>,
 }
 
 /// Always open, limits raised for load from one machine (the relay's 100
@@ -55,14 +78,22 @@ impl ServerProcess {
         binary: &Path,
         cpu: Option<usize>,
         max_chats: u32,
-        sqlite_sync: &str,
+        database: &Database,
     ) -> Result<ServerProcess, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mut text = config(max_chats);
-        text.push_str(&format!("[storage]\nsqlite_synchronous = \"{sqlite_sync}\"\n"));
+        let (text, scratch) = match database {
+            Database::Sqlite { synchronous } => {
+                (format!("{}[storage]\nsqlite_synchronous = \"{synchronous}\"\n", config(max_chats)), None)
+            }
+            Database::Postgres { admin_url } => {
+                let scratch = ScratchDatabase::create(admin_url)?;
+                // A top-level key: before the first table.
+                (format!("database_url = \"{}\"\n{}", scratch.url, config(max_chats)), Some(scratch))
+            }
+        };
         std::fs::write(dir.path().join("kommunchat.toml"), text).map_err(|e| e.to_string())?;
         let (child, addr) = spawn(binary, cpu, dir.path(), "127.0.0.1:0")?;
-        Ok(ServerProcess { child, addr, dir, binary: binary.to_owned(), cpu })
+        Ok(ServerProcess { child, addr, dir, binary: binary.to_owned(), cpu, scratch_database: scratch })
     }
 
     /// The second half of a deploy, after [`ServerProcess::terminate`]: the
@@ -79,9 +110,13 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Size of the SQLite log (`data/kommunchat.db-wal`) now; 0 if there is none.
-    pub fn sqlite_log_bytes(&self) -> u64 {
-        std::fs::metadata(self.dir.path().join("data/kommunchat.db-wal")).map(|m| m.len()).unwrap_or(0)
+    /// Size of the SQLite log (`data/kommunchat.db-wal`) now; 0 if there is
+    /// none, `None` on PostgreSQL.
+    pub fn sqlite_log_bytes(&self) -> Option<u64> {
+        if self.scratch_database.is_some() {
+            return None;
+        }
+        Some(std::fs::metadata(self.dir.path().join("data/kommunchat.db-wal")).map(|m| m.len()).unwrap_or(0))
     }
 
     /// Creates an advisor account through the CLI (password on stdin).
@@ -115,6 +150,76 @@ impl ServerProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A PostgreSQL database that lives as long as one server under test.
+struct ScratchDatabase {
+    admin_url: String,
+    name: String,
+    /// The server's connection URL: `admin_url` with this database.
+    url: String,
+}
+
+impl ScratchDatabase {
+    fn create(admin_url: &str) -> Result<ScratchDatabase, String> {
+        static CREATED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("kommunchat_bench_{}_{n}", std::process::id());
+        let url = with_database(admin_url, &name)?;
+        on_postgres(admin_url, format!("CREATE DATABASE {name}"))?;
+        Ok(ScratchDatabase { admin_url: admin_url.to_owned(), name, url })
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        // FORCE: the stopped server's sessions may not have ended yet.
+        if let Err(e) = on_postgres(&self.admin_url, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
+            eprintln!("kommunchat-bench: could not drop the database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs one statement on the PostgreSQL server at `admin_url`, from a
+/// thread of its own (callers are inside the generator's runtime, or in `drop`).
+fn on_postgres(admin_url: &str, statement: String) -> Result<(), String> {
+    let admin_url = admin_url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&admin_url)
+                .await
+                .map_err(|e| format!("cannot connect to PostgreSQL at {admin_url}: {e}"))?;
+            sqlx::raw_sql(&statement).execute(&mut conn).await.map_err(|e| format!("{statement}: {e}"))?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the PostgreSQL thread panicked".to_string())?
+}
+
+/// `url` (`postgres://user@host:port/db?options`) with its database
+/// replaced by `database`, its options kept.
+fn with_database(url: &str, database: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| format!("{url}: a PostgreSQL URL starts with postgres://"))?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let options = rest[end..].split_once('?').map(|(_, o)| format!("?{o}")).unwrap_or_default();
+    Ok(format!("postgres://{}/{database}{options}", &rest[..end]))
+}
+
+/// A run that stops early (an error, a panic) must not leave its server
+/// running, holding a core, files and (with PostgreSQL) connections.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -188,4 +293,21 @@ pub fn pin_self(cpu: usize) {
         .args(["-cp", &cpu.to_string(), &std::process::id().to_string()])
         .stdout(Stdio::null())
         .status();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_scratch_database_keeps_the_server_and_options_of_the_url() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1/postgres", "x").unwrap(),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(with_database("postgres://u:p@h:5433", "x").unwrap(), "postgres://u:p@h:5433/x");
+        assert_eq!(with_database("postgresql://h/db?sslmode=disable", "x").unwrap(), "postgres://h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://h?sslmode=disable", "x").unwrap(), "postgres://h/x?sslmode=disable");
+        assert!(with_database("mysql://h/db", "x").is_err());
+    }
 }
