@@ -352,6 +352,89 @@ async fn interleaved_messages_keep_their_answers_and_transcripts(backend: Backen
     }
 }
 
+/// Batches of nothing but chat messages, small and larger than one
+/// multi-row INSERT of SQLite's (PostgreSQL takes any number in one
+/// statement, its columns bound as arrays): every field of every message
+/// comes back as written, absent ones absent, in each chat's own order.
+async fn message_batches_are_stored_field_for_field(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let storage = Storage::open(&db.url, &Default::default()).await.expect("open");
+    let when = at("2026-11-02T10:00:00+01:00");
+    let chats: Vec<Vec<StoreOp>> = (0..2).map(|_| seed_ops(when, "Skola", &[])).collect();
+    let ids: Vec<Uuid> = chats
+        .iter()
+        .map(|ops| match &ops[0] {
+            StoreOp::Created { conversation, .. } => *conversation,
+            other => panic!("not a creation: {other:?}"),
+        })
+        .collect();
+    let set_up: Vec<StoreOp> = chats.iter().flat_map(|ops| ops[..2].to_vec()).collect();
+    storage.apply(&set_up).await.expect("set up");
+
+    let message = |chat: usize, seq: u64| {
+        let n = seq as usize;
+        StoreOp::Message {
+            conversation: ids[chat],
+            seq,
+            sender: match n % 3 {
+                0 => Sender::Citizen,
+                1 => Sender::Advisor,
+                _ => Sender::System,
+            },
+            advisor: (n % 3 == 1).then_some(1),
+            sender_name: n.is_multiple_of(2).then(|| format!("Åsa \"{n}\"").into()),
+            client_msg_id: (!n.is_multiple_of(5)).then(|| format!("c-{chat}-{n}").into()),
+            text: format!("meddelande {n} i chatt {chat}: räksmörgås, 'citat', \\, {{}} och 🙂").into(),
+            at: when + TimeDelta::milliseconds(1_000 + n as i64),
+        }
+    };
+    // Three messages, then 600 alternating between the chats.
+    let small: Vec<StoreOp> = (1..=3).map(|seq| message(0, seq)).collect();
+    let large: Vec<StoreOp> = (4..=303).flat_map(|seq| [message(1, seq - 3), message(0, seq)]).collect();
+    for batch in [&small, &large] {
+        let results = storage.apply(batch).await.expect("apply");
+        let expected: Vec<Committed> = batch
+            .iter()
+            .map(|op| match op {
+                StoreOp::Message { conversation, seq, .. } => {
+                    Committed::Message { conversation: *conversation, seq: *seq }
+                }
+                other => panic!("not a message: {other:?}"),
+            })
+            .collect();
+        assert_eq!(results, expected, "each answer in its place");
+    }
+    for (chat, id) in ids.iter().enumerate() {
+        let stored = storage.transcript(&id.to_string()).await.expect("transcript");
+        let written: Vec<&StoreOp> = small
+            .iter()
+            .chain(&large)
+            .filter(|op| matches!(op, StoreOp::Message { conversation, .. } if conversation == id))
+            .collect();
+        assert_eq!(stored.len(), if chat == 0 { 303 } else { 300 });
+        assert_eq!(stored.len(), written.len());
+        for (line, op) in stored.iter().zip(written) {
+            let StoreOp::Message { seq, sender, sender_name, client_msg_id, text, at, .. } = op else { unreachable!() };
+            assert_eq!(line.seq, *seq as i64);
+            assert_eq!(line.sender, sender.as_str());
+            assert_eq!(line.sender_name.as_deref(), sender_name.as_deref(), "seq {seq}");
+            assert_eq!(line.client_msg_id.as_deref(), client_msg_id.as_deref(), "seq {seq}");
+            assert_eq!(line.body, **text);
+            assert_eq!(line.sent_at, *at);
+        }
+    }
+}
+
+#[tokio::test]
+async fn message_batches_sqlite() {
+    message_batches_are_stored_field_for_field(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn message_batches_postgres() {
+    message_batches_are_stored_field_for_field(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn interleaved_messages_sqlite() {
     interleaved_messages_keep_their_answers_and_transcripts(Backend::Sqlite).await;

@@ -88,7 +88,7 @@ macro_rules! on_db {
 }
 
 /// Binds the eight columns of every message in `$ops` to a query made from
-/// [`message_insert_sql`], in order (a macro: the query type differs per backend).
+/// [`message_insert_sql`], in order.
 macro_rules! bind_messages {
     ($query:expr, $ops:expr) => {{
         let mut q = $query;
@@ -396,33 +396,29 @@ impl Storage {
                         StoreOp::Message { conversation, seq, .. } => Some((*conversation, *seq)),
                         _ => None,
                     });
-                    for chunk in in_key_order.chunks(MESSAGE_ROWS_PER_INSERT) {
-                        let sql = message_insert_sql(chunk.len(), self.is_sqlite());
-                        let q = bind_messages!(sqlx::query(&sql), chunk);
-                        q.execute(&mut *tx).await?;
-                        // Numbers that need a secrecy review: flag the errand and
-                        // remember the mention for access requests.
-                        for op in chunk {
-                            if let StoreOp::Message { conversation, seq, text, at, .. } = op {
-                                let year = crate::domain::hours::local_date(*at).year();
-                                let found = crate::domain::personnummer::find(text, year);
-                                if found.is_empty() {
-                                    continue;
-                                }
-                                let id = conversation.to_string();
-                                for f in found {
-                                    sqlx::query("INSERT INTO personnummer_mentions (conversation_id, seq, number_hash) VALUES ($1, $2, $3)")
-                                        .bind(&id)
-                                        .bind(*seq as i64)
-                                        .bind(crate::auth::token_hash(&f.canonical))
-                                        .execute(&mut *tx)
-                                        .await?;
-                                }
-                                sqlx::query("UPDATE conversations SET secrecy_flag = 1 WHERE id = $1")
+                    InsertMessages::insert_messages(&mut *tx, &in_key_order).await?;
+                    // Numbers that need a secrecy review: flag the errand and
+                    // remember the mention for access requests.
+                    for op in &in_key_order {
+                        if let StoreOp::Message { conversation, seq, text, at, .. } = op {
+                            let year = crate::domain::hours::local_date(*at).year();
+                            let found = crate::domain::personnummer::find(text, year);
+                            if found.is_empty() {
+                                continue;
+                            }
+                            let id = conversation.to_string();
+                            for f in found {
+                                sqlx::query("INSERT INTO personnummer_mentions (conversation_id, seq, number_hash) VALUES ($1, $2, $3)")
                                     .bind(&id)
+                                    .bind(*seq as i64)
+                                    .bind(crate::auth::token_hash(&f.canonical))
                                     .execute(&mut *tx)
                                     .await?;
                             }
+                            sqlx::query("UPDATE conversations SET secrecy_flag = 1 WHERE id = $1")
+                                .bind(&id)
+                                .execute(&mut *tx)
+                                .await?;
                         }
                     }
                     results.extend(messages_committed(messages));
@@ -575,7 +571,8 @@ impl Storage {
         conn: &mut WriterConnection,
         ops: &[StoreOp],
     ) -> Result<Option<Vec<Committed>>, StorageError> {
-        if ops.is_empty() || ops.len() > MESSAGE_ROWS_PER_INSERT {
+        // PostgreSQL takes any number in its one statement.
+        if ops.is_empty() || (self.is_sqlite() && ops.len() > MESSAGE_ROWS_PER_INSERT) {
             return Ok(None);
         }
         let mut results = Vec::with_capacity(ops.len());
@@ -592,10 +589,8 @@ impl Storage {
                 _ => return Ok(None),
             }
         }
-        let sql = message_insert_sql(ops.len(), self.is_sqlite());
-        on_writer!(conn, c => {
-            bind_messages!(sqlx::query(&sql), ops).execute(&mut **c).await?;
-        });
+        let ops: Vec<&StoreOp> = ops.iter().collect();
+        on_writer!(conn, c => InsertMessages::insert_messages(&mut **c, &ops).await?);
         Ok(Some(results))
     }
 
@@ -1449,17 +1444,82 @@ fn spawn_checkpointer(pool: SqlitePool, log_restart: Arc<AtomicBool>) {
     });
 }
 
+/// Inserting a batch of chat messages ([`StoreOp::Message`]; others are
+/// skipped), in the way each database takes many rows best.
+trait InsertMessages {
+    async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error>;
+}
+
+impl InsertMessages for sqlx::SqliteConnection {
+    /// Multi-row INSERTs of [`MESSAGE_ROWS_PER_INSERT`] rows at most.
+    async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error> {
+        for chunk in ops.chunks(MESSAGE_ROWS_PER_INSERT) {
+            let sql = message_insert_sql(chunk.len());
+            bind_messages!(sqlx::query(&sql), chunk.iter().copied()).execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+}
+
+impl InsertMessages for sqlx::PgConnection {
+    /// One statement whatever the number of rows, each column bound as an
+    /// array. A multi-row VALUES would be a different statement for every
+    /// row count: each new one parsed and planned again, and the
+    /// connection's statement cache (100) thrashed by the 256 shapes.
+    async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error> {
+        let rows = ops.len();
+        let mut conversations = Vec::with_capacity(rows);
+        let mut seqs = Vec::with_capacity(rows);
+        let mut senders = Vec::with_capacity(rows);
+        let mut advisors = Vec::with_capacity(rows);
+        let mut sender_names = Vec::with_capacity(rows);
+        let mut client_msg_ids = Vec::with_capacity(rows);
+        let mut bodies = Vec::with_capacity(rows);
+        let mut sent_at = Vec::with_capacity(rows);
+        for op in ops {
+            if let StoreOp::Message { conversation, seq, sender, advisor, sender_name, client_msg_id, text, at } = op {
+                conversations.push(conversation.to_string());
+                seqs.push(*seq as i64);
+                senders.push(sender.as_str());
+                advisors.push(*advisor);
+                sender_names.push(sender_name.as_deref());
+                client_msg_ids.push(client_msg_id.as_deref());
+                bodies.push(&**text);
+                sent_at.push(millis(*at));
+            }
+        }
+        if conversations.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO messages (conversation_id, seq, sender, advisor_id, sender_name, client_msg_id, body, sent_at) \
+             SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::int8[])",
+        )
+        .bind(conversations)
+        .bind(seqs)
+        .bind(senders)
+        .bind(advisors)
+        .bind(sender_names)
+        .bind(client_msg_ids)
+        .bind(bodies)
+        .bind(sent_at)
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+}
+
 /// A multi-row message INSERT. SQLite gets anonymous `?` placeholders: sqlx
 /// looks up every numbered parameter's name when binding, and SQLite finds a
 /// name by walking the list of all of them, so `$n` makes binding a batch
 /// quadratic in its size (a quarter of the server's CPU at 5,000 messages/s
 /// before this). Anonymous parameters have no name to look up.
-fn message_insert_sql(rows: usize, anonymous: bool) -> String {
+fn message_insert_sql(rows: usize) -> String {
     multi_row_insert_sql(
         "INSERT INTO messages (conversation_id, seq, sender, advisor_id, sender_name, client_msg_id, body, sent_at) VALUES ",
         8,
         rows,
-        anonymous,
+        true,
     )
 }
 
