@@ -161,6 +161,18 @@ pub fn markdown(r: &Results) -> String {
             if !logs.is_empty() {
                 let _ = writeln!(s, "\nkommunchat's SQLite log (`-wal`) when each run ended: {}.", logs.join(", "));
             }
+            let database: Vec<String> = r
+                .relay
+                .iter()
+                .filter_map(|x| Some(format!("{:.0}/s {:.0}%", x.target_rate_per_s, x.database_cpu_percent?)))
+                .collect();
+            if !database.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\nPostgreSQL's own processes (not in the server CPU column; unpinned, beside the generator): {} of a core.",
+                    database.join(", ")
+                );
+            }
             let writes: Vec<String> = r
                 .relay
                 .iter()

@@ -185,6 +185,11 @@ pub struct RelayResult {
     pub latency: Latency,
     pub server_cpu_percent: f64,
     pub bench_cpu_percent: f64,
+    /// On PostgreSQL, its processes' CPU (all of them, the WAL writer
+    /// included), which `server_cpu_percent` does not count; they are not
+    /// pinned, so they share the generator's core. `None` on SQLite, whose
+    /// threads are the server's own.
+    pub database_cpu_percent: Option<f64>,
     /// Size of the server's SQLite log (`-wal`) when the run ended: bounded
     /// (about 32-64 MiB at most) however long the load lasts. `None` on
     /// PostgreSQL.
@@ -252,6 +257,7 @@ pub async fn relay(
     let writes_before = client::scrape_histogram(server.addr, STORAGE_WRITE_METRIC).await;
     let server_cpu0 = cpu_seconds(server.pid()).unwrap_or(0.0);
     let bench_cpu0 = cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let database_cpu0 = server.database_cpu_seconds();
     let wall0 = Instant::now();
 
     let mut receivers = Vec::new();
@@ -332,6 +338,7 @@ pub async fn relay(
     let wall = wall0.elapsed().as_secs_f64();
     let server_cpu = cpu_seconds(server.pid()).unwrap_or(0.0) - server_cpu0;
     let bench_cpu = cpu_seconds(std::process::id()).unwrap_or(0.0) - bench_cpu0;
+    let database_cpu = database_cpu0.zip(server.database_cpu_seconds()).map(|(before, after)| after - before);
     let writes_after = client::scrape_histogram(server.addr, STORAGE_WRITE_METRIC).await;
     let durable_write = match (&writes_before, &writes_after) {
         (Ok(b), Ok(a)) => ServerLatency::between(b, a),
@@ -349,6 +356,7 @@ pub async fn relay(
         latency: Latency::of(&total),
         server_cpu_percent: 100.0 * server_cpu / wall,
         bench_cpu_percent: 100.0 * bench_cpu / wall,
+        database_cpu_percent: database_cpu.map(|cpu| 100.0 * cpu / wall),
         sqlite_log_bytes: server.sqlite_log_bytes(),
         durable_write,
         windows_over_1ms: timeline.share_late(1_000_000),

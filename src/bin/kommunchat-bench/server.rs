@@ -119,6 +119,21 @@ impl ServerProcess {
         Some(std::fs::metadata(self.dir.path().join("data/kommunchat.db-wal")).map(|m| m.len()).unwrap_or(0))
     }
 
+    /// On PostgreSQL, the CPU time of every `postgres` process on the
+    /// machine so far (processes that ended meanwhile are not counted);
+    /// `None` on SQLite.
+    pub fn database_cpu_seconds(&self) -> Option<f64> {
+        self.scratch_database.as_ref()?;
+        let mut total = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if std::fs::read_to_string(entry.path().join("comm")).is_ok_and(|c| c.trim_end() == "postgres") {
+                total += cpu_seconds(pid).unwrap_or(0.0);
+            }
+        }
+        Some(total)
+    }
+
     /// Creates an advisor account through the CLI (password on stdin).
     pub fn add_advisor(&self, binary: &Path, name: &str) -> Result<(), String> {
         use std::io::Write;
