@@ -87,28 +87,6 @@ macro_rules! on_db {
     };
 }
 
-/// Binds the eight columns of every message in `$ops` to a query made from
-/// [`message_insert_sql`], in order.
-macro_rules! bind_messages {
-    ($query:expr, $ops:expr) => {{
-        let mut q = $query;
-        for op in $ops {
-            if let StoreOp::Message { conversation, seq, sender, advisor, sender_name, client_msg_id, text, at } = op {
-                q = q
-                    .bind(conversation.to_string())
-                    .bind(*seq as i64)
-                    .bind(sender.as_str())
-                    .bind(*advisor)
-                    .bind(sender_name.as_deref())
-                    .bind(client_msg_id.as_deref())
-                    .bind(&**text)
-                    .bind(millis(*at));
-            }
-        }
-        q
-    }};
-}
-
 /// The year's next errand number, `YYYY-NNNNNN`, counted in the transaction
 /// `$tx` (a macro: the connection type differs per backend).
 macro_rules! next_errand_number {
@@ -1444,8 +1422,8 @@ fn spawn_checkpointer(pool: SqlitePool, log_restart: Arc<AtomicBool>) {
     });
 }
 
-/// Inserting a batch of chat messages ([`StoreOp::Message`]; others are
-/// skipped), in the way each database takes many rows best.
+/// Inserting a batch of chat messages (every op a [`StoreOp::Message`]), in
+/// the way each database takes many rows best.
 trait InsertMessages {
     async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error>;
 }
@@ -1455,7 +1433,23 @@ impl InsertMessages for sqlx::SqliteConnection {
     async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error> {
         for chunk in ops.chunks(MESSAGE_ROWS_PER_INSERT) {
             let sql = message_insert_sql(chunk.len());
-            bind_messages!(sqlx::query(&sql), chunk.iter().copied()).execute(&mut *self).await?;
+            let mut query = sqlx::query(&sql);
+            for op in chunk {
+                if let StoreOp::Message { conversation, seq, sender, advisor, sender_name, client_msg_id, text, at } =
+                    op
+                {
+                    query = query
+                        .bind(conversation.to_string())
+                        .bind(*seq as i64)
+                        .bind(sender.as_str())
+                        .bind(*advisor)
+                        .bind(sender_name.as_deref())
+                        .bind(client_msg_id.as_deref())
+                        .bind(&**text)
+                        .bind(millis(*at));
+                }
+            }
+            query.execute(&mut *self).await?;
         }
         Ok(())
     }
