@@ -374,7 +374,7 @@ impl Storage {
                         StoreOp::Message { conversation, seq, .. } => Some((*conversation, *seq)),
                         _ => None,
                     });
-                    InsertMessages::insert_messages(&mut *tx, &in_key_order).await?;
+                    InsertRows::insert_messages(&mut *tx, &in_key_order).await?;
                     // Numbers that need a secrecy review: flag the errand and
                     // remember the mention for access requests.
                     for op in &in_key_order {
@@ -516,19 +516,7 @@ impl Storage {
                 };
                 results.push(result);
             }
-            for chunk in events.chunks(EVENT_ROWS_PER_INSERT) {
-                let sql = multi_row_insert_sql(
-                    "INSERT INTO queue_events (conversation_id, kind, at, advisor_id, detail) VALUES ",
-                    5,
-                    chunk.len(),
-                    self.is_sqlite(),
-                );
-                let mut q = sqlx::query(&sql);
-                for e in chunk {
-                    q = q.bind(e.conversation.as_deref()).bind(e.kind).bind(e.at).bind(e.advisor).bind(e.detail);
-                }
-                q.execute(&mut *tx).await?;
-            }
+            InsertRows::insert_queue_events(&mut *tx, &events).await?;
             if let Some(lsn) = log_through {
                 sqlx::query(RECORD_LOG_APPLIED)
                     .bind(lsn as i64)
@@ -568,7 +556,7 @@ impl Storage {
             }
         }
         let ops: Vec<&StoreOp> = ops.iter().collect();
-        on_writer!(conn, c => InsertMessages::insert_messages(&mut **c, &ops).await?);
+        on_writer!(conn, c => InsertRows::insert_messages(&mut **c, &ops).await?);
         Ok(Some(results))
     }
 
@@ -1422,14 +1410,36 @@ fn spawn_checkpointer(pool: SqlitePool, log_restart: Arc<AtomicBool>) {
     });
 }
 
-/// Inserting a batch of chat messages (every op a [`StoreOp::Message`]), in
-/// the way each database takes many rows best.
-trait InsertMessages {
+/// Inserting many rows at once, in the way each database takes them best.
+/// SQLite: multi-row INSERTs with anonymous parameters (see
+/// [`multi_row_insert_sql`]). PostgreSQL: one statement whatever the number
+/// of rows, each column bound as an array (`INSERT … SELECT * FROM
+/// UNNEST(…)`); a multi-row VALUES would be a different statement for every
+/// row count, each new one parsed and planned again, and the connection's
+/// statement cache (100) thrashed by the 256 shapes.
+trait InsertRows {
+    /// A batch of chat messages (every op a [`StoreOp::Message`]).
     async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error>;
+    async fn insert_queue_events(&mut self, events: &[QueueEvent]) -> Result<(), sqlx::Error>;
 }
 
-impl InsertMessages for sqlx::SqliteConnection {
-    /// Multi-row INSERTs of [`MESSAGE_ROWS_PER_INSERT`] rows at most.
+impl InsertRows for sqlx::SqliteConnection {
+    async fn insert_queue_events(&mut self, events: &[QueueEvent]) -> Result<(), sqlx::Error> {
+        for chunk in events.chunks(EVENT_ROWS_PER_INSERT) {
+            let sql = multi_row_insert_sql(
+                "INSERT INTO queue_events (conversation_id, kind, at, advisor_id, detail) VALUES ",
+                5,
+                chunk.len(),
+            );
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query.bind(e.conversation.as_deref()).bind(e.kind).bind(e.at).bind(e.advisor).bind(e.detail);
+            }
+            query.execute(&mut *self).await?;
+        }
+        Ok(())
+    }
+
     async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error> {
         for chunk in ops.chunks(MESSAGE_ROWS_PER_INSERT) {
             let sql = message_insert_sql(chunk.len());
@@ -1455,11 +1465,25 @@ impl InsertMessages for sqlx::SqliteConnection {
     }
 }
 
-impl InsertMessages for sqlx::PgConnection {
-    /// One statement whatever the number of rows, each column bound as an
-    /// array. A multi-row VALUES would be a different statement for every
-    /// row count: each new one parsed and planned again, and the
-    /// connection's statement cache (100) thrashed by the 256 shapes.
+impl InsertRows for sqlx::PgConnection {
+    async fn insert_queue_events(&mut self, events: &[QueueEvent]) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO queue_events (conversation_id, kind, at, advisor_id, detail) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[])",
+        )
+        .bind(events.iter().map(|e| e.conversation.as_deref()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.kind).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.advisor).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.detail).collect::<Vec<_>>())
+        .execute(self)
+        .await?;
+        Ok(())
+    }
+
     async fn insert_messages(&mut self, ops: &[&StoreOp]) -> Result<(), sqlx::Error> {
         let rows = ops.len();
         let mut conversations = Vec::with_capacity(rows);
@@ -1513,30 +1537,20 @@ fn message_insert_sql(rows: usize) -> String {
         "INSERT INTO messages (conversation_id, seq, sender, advisor_id, sender_name, client_msg_id, body, sent_at) VALUES ",
         8,
         rows,
-        true,
     )
 }
 
-/// `head` followed by `rows` tuples of `columns` placeholders: anonymous
-/// `?` (SQLite, see [`message_insert_sql`]) or numbered `$n` (PostgreSQL).
-fn multi_row_insert_sql(head: &str, columns: usize, rows: usize, anonymous: bool) -> String {
-    let mut sql = String::from(head);
+/// `head` followed by `rows` tuples of `columns` anonymous `?` placeholders
+/// (SQLite only; see [`message_insert_sql`] for why not `$n`).
+fn multi_row_insert_sql(head: &str, columns: usize, rows: usize) -> String {
+    let tuple = format!("({})", vec!["?"; columns].join(", "));
+    let mut sql = String::with_capacity(head.len() + rows * (tuple.len() + 2));
+    sql.push_str(head);
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
         }
-        sql.push('(');
-        for c in 1..=columns {
-            if c > 1 {
-                sql.push_str(", ");
-            }
-            if anonymous {
-                sql.push('?');
-            } else {
-                sql.push_str(&format!("${}", r * columns + c));
-            }
-        }
-        sql.push(')');
+        sql.push_str(&tuple);
     }
     sql
 }
